@@ -1,0 +1,27 @@
+"""Any Python object through dill: only on explicit opt-in, because loading it can run code."""
+from __future__ import annotations
+
+from typing import Any, BinaryIO
+
+import dill
+
+from tensorhub.codecs.base import Codec, register
+
+
+class DillCodec(Codec):
+    name = "dill"
+    file_format = "dill"
+    needs_pickle = True
+
+    def can_encode(self, obj: Any) -> bool:
+        return True
+
+    def encode(self, obj: Any, out: BinaryIO) -> dict[str, Any]:
+        dill.dump(obj, out, recurse=True)
+        return {"python_type": f"{type(obj).__module__}.{type(obj).__qualname__}"}
+
+    def decode(self, src: BinaryIO, info: dict[str, Any]) -> Any:
+        return dill.load(src)
+
+
+register(DillCodec())

@@ -1,0 +1,108 @@
+"""Training/validation/testing logs, and step-indexed metrics that scale to long runs.
+
+Logs are free-form records (one document per call, ``kind`` says which). Metrics are one small
+document per (run, step) point in their own collection, so a run of a million steps is a million
+tiny documents behind an index, never one document growing towards MongoDB's 16 MB limit.
+
+    hub.save_training_log(epoch=3, loss=0.12, model_name="mlp")
+    hub.log_metrics("mlp-run-1", step=100, epoch=1, loss=0.3, accuracy=0.91)
+    hub.find_metrics(run="mlp-run-1")          # DataFrame: run, step, epoch, time, loss, accuracy
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+from pymongo import ASCENDING
+from pymongo.database import Database
+
+from tensorhub.errors import InvalidArgument
+from tensorhub.fields import build_query, clean_fields, to_bson_value, utcnow
+
+LOG_KINDS = ("training", "validation", "testing")
+LOG_RESERVED = frozenset({"_id", "project", "kind", "created_at"})
+METRIC_RESERVED = frozenset({"_id", "project", "run", "step", "epoch", "time"})
+
+
+class LogStore:
+    """The ``logs`` and ``metrics`` collections of one project."""
+
+    def __init__(self, db: Database, project: str) -> None:
+        self.logs = db["logs"]
+        self.metrics = db["metrics"]
+        self.project = project
+
+    def ensure_indexes(self) -> None:
+        self.logs.create_index([("project", ASCENDING), ("kind", ASCENDING), ("created_at", ASCENDING)])
+        self.metrics.create_index([("project", ASCENDING), ("run", ASCENDING), ("step", ASCENDING)])
+
+    # -- free-form logs ------------------------------------------------------------------------
+    def save_log(self, kind: str, **kwargs: Any) -> Any:
+        _check_kind(kind)
+        doc = {"project": self.project, "kind": kind, "created_at": utcnow(),
+               **clean_fields(kwargs, LOG_RESERVED)}
+        return self.logs.insert_one(doc).inserted_id
+
+    def delete_logs(self, kind: str | None, **kwargs: Any) -> int:
+        return self.logs.delete_many(self._log_query(kind, kwargs)).deleted_count
+
+    def find_logs(self, kind: str | None = None, **kwargs: Any) -> pd.DataFrame:
+        """Matching logs as a DataFrame, oldest first; nested fields become dotted columns."""
+        docs = list(self.logs.find(self._log_query(kind, kwargs), {"project": 0},
+                                   sort=[("created_at", ASCENDING), ("_id", ASCENDING)]))
+        return _frame(docs, ["kind", "created_at"])
+
+    def _log_query(self, kind: str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        query = {"project": self.project, **build_query(kwargs, {"project"})}
+        if kind is not None:
+            _check_kind(kind)
+            query["kind"] = kind
+        return query
+
+    # -- metrics -------------------------------------------------------------------------------
+    def log_metrics(self, run: str, step: int | None = None, epoch: int | None = None,
+                    **values: Any) -> None:
+        self.log_metric_rows(run, [{"step": step, "epoch": epoch, **values}])
+
+    def log_metric_rows(self, run: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Store many points at once (one round trip): ``[{"step": 1, "loss": 0.3}, ...]``."""
+        if not isinstance(run, str) or not run:
+            raise InvalidArgument(f"run must be a non-empty string, got {run!r}")
+        now = utcnow()
+        docs = []
+        for row in rows:
+            row = dict(row)
+            step, epoch = row.pop("step", None), row.pop("epoch", None)
+            doc = {"project": self.project, "run": run, "time": now,
+                   "step": to_bson_value(step, "step"), "epoch": to_bson_value(epoch, "epoch"),
+                   **clean_fields(row, METRIC_RESERVED)}
+            docs.append(doc)
+        if docs:
+            self.metrics.insert_many(docs, ordered=True)
+        return len(docs)
+
+    def find_metrics(self, run: str | None = None, **kwargs: Any) -> pd.DataFrame:
+        query = {"project": self.project, **build_query(kwargs, {"project"})}
+        if run is not None:
+            query["run"] = run
+        docs = list(self.metrics.find(query, {"project": 0, "_id": 0},
+                                      sort=[("run", ASCENDING), ("step", ASCENDING), ("time", ASCENDING)]))
+        return _frame(docs, ["run", "step", "epoch", "time"])
+
+    def delete_metrics(self, run: str | None = None, **kwargs: Any) -> int:
+        query = {"project": self.project, **build_query(kwargs, {"project"})}
+        if run is not None:
+            query["run"] = run
+        return self.metrics.delete_many(query).deleted_count
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in LOG_KINDS:
+        raise InvalidArgument(f"log kind must be one of {', '.join(LOG_KINDS)}, got {kind!r}")
+
+
+def _frame(docs: list[dict[str, Any]], first: list[str]) -> pd.DataFrame:
+    frame = pd.json_normalize(docs) if docs else pd.DataFrame(columns=first)
+    leading = [c for c in first if c in frame.columns]
+    return frame[leading + [c for c in frame.columns if c not in leading]]

@@ -1,0 +1,61 @@
+"""When an idle runner looks for work again: at once on a change-stream event, otherwise after an
+adaptive poll interval (20 ms right after work appeared, doubling up to ``poll_interval``).
+
+Change streams need a replica set (our docker-compose MongoDB is one); on servers without them
+(FerretDB v1, a standalone mongod) the watcher thread notices the error once and polling alone
+carries on.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from pymongo.collection import Collection
+from pymongo.errors import PyMongoError
+
+log = logging.getLogger("tensorhub.runner")
+MIN_INTERVAL = 0.02
+
+
+class Wakeup:
+    def __init__(self, collection: Collection, max_interval: float) -> None:
+        self._collection = collection
+        self._max = max_interval
+        self._interval = MIN_INTERVAL
+        self._event = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="tensorhub-change-stream", daemon=True)
+        self.streaming = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._event.set()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    def wait(self, found_work: bool, cap: float | None = None) -> None:
+        """Sleep until woken or the current interval passes; ``found_work`` resets the backoff."""
+        self._interval = MIN_INTERVAL if found_work else min(self._max, self._interval * 2)
+        timeout = self._interval if cap is None else min(self._interval, cap)
+        if self._event.wait(timeout):
+            self._event.clear()
+            self._interval = MIN_INTERVAL
+
+    def _watch(self) -> None:
+        pipeline = [{"$match": {"operationType": {"$in": ["insert", "update", "replace"]}}}]
+        try:
+            with self._collection.watch(pipeline, max_await_time_ms=500) as stream:
+                self.streaming = True
+                log.info("listening for new tasks on a change stream")
+                while not self._stopped.is_set():
+                    if stream.try_next() is not None:
+                        self._event.set()
+        except (PyMongoError, NotImplementedError) as err:
+            log.info("no change streams on this server (%s); polling every <= %.2fs",
+                     str(err).splitlines()[0][:120], self._max)
+        finally:
+            self.streaming = False

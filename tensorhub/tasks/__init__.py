@@ -1,0 +1,1 @@
+"""Task distribution: the queue (distributor side), claims and leases (runner side), states."""
