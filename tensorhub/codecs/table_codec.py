@@ -1,6 +1,7 @@
 """pandas DataFrames as Parquet (pyarrow): mixed dtypes, index and categories kept, no pickle."""
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
 from typing import Any, BinaryIO
@@ -20,7 +21,7 @@ class DataFrameCodec(Codec):
         return isinstance(obj, pd.DataFrame)
 
     def encode(self, obj: pd.DataFrame, out: BinaryIO) -> dict[str, Any]:
-        obj.to_parquet(out, engine="pyarrow", index=True)
+        obj.to_parquet(_KeepOpen(out), engine="pyarrow", index=True)
         return {"rows": int(len(obj)), "columns": [str(c) for c in obj.columns],
                 "dtypes": [str(t) for t in obj.dtypes]}
 
@@ -29,6 +30,26 @@ class DataFrameCodec(Codec):
             shutil.copyfileobj(src, spool, length=1024 * 1024)
             spool.seek(0)
             return pd.read_parquet(spool, engine="pyarrow")
+
+
+class _KeepOpen(io.RawIOBase):
+    """A write-only view of ``out`` that pyarrow may close without closing ``out`` itself."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        super().__init__()
+        self._out = out
+        self._position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:  # type: ignore[override]
+        written = self._out.write(data)
+        self._position += written
+        return written
+
+    def tell(self) -> int:
+        return self._position
 
 
 register(DataFrameCodec())

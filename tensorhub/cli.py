@@ -1,0 +1,182 @@
+"""The ``tensorhub`` command: thin wrappers that parse, call the library and print.
+
+    tensorhub runner --uri mongodb://hub.lab:27017/ml --project mnist --gpus 0,1
+    tensorhub tasks list --project mnist --status failed
+    tensorhub tasks requeue --project mnist --task-name train
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from tensorhub.errors import TensorHubError
+
+uri_option = click.option("--uri", envvar="TENSORHUB_URI", required=True, show_envvar=True,
+                          help="MongoDB URI of the hub, e.g. mongodb://hub.lab:27017/ml")
+project_option = click.option("--project", envvar="TENSORHUB_PROJECT", required=True, show_envvar=True,
+                              help="Project name (what TensorHub calls project_name).")
+
+
+def _hub(uri: str, project: str) -> Any:
+    from tensorhub.hub import TensorHub
+
+    return TensorHub(uri, project_name=project)
+
+
+def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn tensorhub's own errors into a one-line message and exit status 1."""
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except TensorHubError as err:
+            raise click.ClickException(f"{type(err).__name__}: {err}") from err
+    return wrapper
+
+
+@click.group()
+@click.version_option(package_name="tensorhub")
+def main() -> None:
+    """tensorhub: datasets, models and hyperparameter tasks shared through one MongoDB."""
+
+
+@main.command()
+@uri_option
+@project_option
+@click.option("--task-name", default=None, help="Only claim tasks with this name.")
+@click.option("--gpus", default=None, help="Comma-separated GPU ids; one task slot per GPU (sets CUDA_VISIBLE_DEVICES).")
+@click.option("--slots", default=1, show_default=True, help="Task slots when --gpus is not given.")
+@click.option("--max-tasks", type=int, default=None, help="Exit after running this many tasks.")
+@click.option("--lease-seconds", default=60.0, show_default=True, help="Lease length; renewed every third of it.")
+@click.option("--poll-interval", default=1.0, show_default=True, help="Longest wait between polls when idle.")
+@click.option("--grace-seconds", default=30.0, show_default=True, help="On SIGTERM, how long running tasks may finish.")
+@click.option("--allow-pickle", is_flag=True, help="Also run function tasks (dill): only if you trust who queues tasks.")
+@click.option("--log-level", default="INFO", show_default=True)
+@reports_errors
+def runner(uri: str, project: str, task_name: str | None, gpus: str | None, slots: int, max_tasks: int | None,
+           lease_seconds: float, poll_interval: float, grace_seconds: float, allow_pickle: bool,
+           log_level: str) -> None:
+    """Claim and run tasks until stopped (SIGTERM once: finish and exit; twice: hand back now)."""
+    from tensorhub.runner import Runner, RunnerConfig
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
+    config = RunnerConfig(task_name=task_name, gpus=gpu_list, slots=slots, max_tasks=max_tasks,
+                          lease_seconds=lease_seconds, poll_interval=poll_interval,
+                          grace_seconds=grace_seconds, allow_pickle=allow_pickle)
+    hub = _hub(uri, project)
+    if hub.embedded:
+        raise click.UsageError("a runner in its own process cannot share the embedded mongomock:// store; "
+                               "use hub.run_tasks() in the distributor's process, or a MongoDB URI")
+    the_runner = Runner(hub, config)
+    the_runner.install_signal_handlers()
+    done = the_runner.run()
+    click.echo(f"runner stopped after {done} task(s)")
+
+
+@main.group()
+def tasks() -> None:
+    """Inspect and manage tasks."""
+
+
+@tasks.command("list")
+@uri_option
+@project_option
+@click.option("--task-name", default=None)
+@click.option("--status", default=None, type=click.Choice(["pending", "running", "finished", "failed", "cancelled"]))
+@reports_errors
+def tasks_list(uri: str, project: str, task_name: str | None, status: str | None) -> None:
+    """One line per task: id, name, status, attempts, result or error."""
+    query = {"status": status} if status else {}
+    for task in _hub(uri, project).find_tasks(task_name, **query):
+        detail = task.get("result") if task["status"] == "finished" else (task.get("error") or {}).get("message", "")
+        click.echo(f"{task['_id']}  {task['name']:<16} {task['status']:<9} attempts={task['attempts']}  "
+                   f"{task.get('hyper_parameters')}  {detail or ''}")
+
+
+def _bulk(action: str) -> Callable[..., None]:
+    @uri_option
+    @project_option
+    @click.option("--task-name", default=None)
+    @reports_errors
+    def command(uri: str, project: str, task_name: str | None) -> None:
+        hub = _hub(uri, project)
+        count = getattr(hub, f"{action}_tasks")(task_name)
+        click.echo(f"{action}: {count} task(s)")
+    command.__doc__ = f"{action.capitalize()} matching tasks."
+    return command
+
+
+for _action in ("cancel", "requeue", "delete"):
+    tasks.command(_action)(_bulk(_action))
+
+
+@tasks.command("wait")
+@uri_option
+@project_option
+@click.option("--task-name", default=None)
+@click.option("--timeout", type=float, default=None)
+@reports_errors
+def tasks_wait(uri: str, project: str, task_name: str | None, timeout: float | None) -> None:
+    """Wait until no matching task is pending or running."""
+    counts = _hub(uri, project).wait_for_tasks(task_name, timeout=timeout)
+    click.echo(" ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+@tasks.command("output")
+@uri_option
+@project_option
+@click.argument("task_id")
+@reports_errors
+def tasks_output(uri: str, project: str, task_id: str) -> None:
+    """Print a task's full stdout/stderr from its last runner attempt."""
+    click.echo(_hub(uri, project).task_output(task_id), nl=False)
+
+
+@main.command("models")
+@uri_option
+@project_option
+@click.option("--name", default=None)
+@reports_errors
+def models(uri: str, project: str, name: str | None) -> None:
+    """List models (newest first) without loading them."""
+    for rec in _hub(uri, project).list_models(name):
+        click.echo(f"{rec.name} v{rec.version}  {rec.created_at:%Y-%m-%d %H:%M}  {rec.summary}  {rec.fields}")
+
+
+@main.command("datasets")
+@uri_option
+@project_option
+@click.option("--name", default=None)
+@reports_errors
+def datasets(uri: str, project: str, name: str | None) -> None:
+    """List datasets (newest first) without loading them."""
+    for rec in _hub(uri, project).list_datasets(name):
+        click.echo(f"{rec.name} v{rec.version}  {rec.size / 1e6:.1f} MB  {rec.summary}  {rec.fields}")
+
+
+@main.command("orphans")
+@uri_option
+@project_option
+@click.option("--older-than-hours", default=1.0, show_default=True)
+@click.option("--delete", is_flag=True, help="Delete them instead of listing them.")
+@reports_errors
+def orphans(uri: str, project: str, older_than_hours: float, delete: bool) -> None:
+    """List (or delete) blobs nothing references, left behind by crashed saves."""
+    hub = _hub(uri, project)
+    age = dt.timedelta(hours=older_than_hours)
+    if delete:
+        click.echo(f"deleted {hub.delete_orphan_blobs(age)} orphan blob(s)")
+    else:
+        for blob_id in hub.find_orphan_blobs(age):
+            click.echo(str(blob_id))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
