@@ -154,26 +154,26 @@ class TensorHub:
     # -- logs and metrics ----------------------------------------------------------------------
     def save_training_log(self, **kwargs: Any) -> ObjectId:
         """``hub.save_training_log(epoch=1, loss=0.3, model_name="mlp")``"""
-        return self.logs.save_log("training", **kwargs)
+        return self.logs.save_log("training", kwargs)
 
     def save_validation_log(self, **kwargs: Any) -> ObjectId:
-        return self.logs.save_log("validation", **kwargs)
+        return self.logs.save_log("validation", kwargs)
 
     def save_testing_log(self, **kwargs: Any) -> ObjectId:
-        return self.logs.save_log("testing", **kwargs)
+        return self.logs.save_log("testing", kwargs)
 
     def delete_training_log(self, **kwargs: Any) -> int:
-        return self.logs.delete_logs("training", **kwargs)
+        return self.logs.delete_logs("training", kwargs)
 
     def delete_validation_log(self, **kwargs: Any) -> int:
-        return self.logs.delete_logs("validation", **kwargs)
+        return self.logs.delete_logs("validation", kwargs)
 
     def delete_testing_log(self, **kwargs: Any) -> int:
-        return self.logs.delete_logs("testing", **kwargs)
+        return self.logs.delete_logs("testing", kwargs)
 
     def find_logs(self, kind: str | None = None, **kwargs: Any) -> Any:
         """Logs as a pandas DataFrame: ``hub.find_logs("training", model_name="mlp")``."""
-        return self.logs.find_logs(kind, **kwargs)
+        return self.logs.find_logs(kind, kwargs)
 
     def log_metrics(self, run: str, step: int | None = None, epoch: int | None = None, **values: Any) -> None:
         """One metrics point: ``hub.log_metrics("run-1", step=10, loss=0.2)``."""

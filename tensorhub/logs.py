@@ -38,22 +38,22 @@ class LogStore:
         self.metrics.create_index([("project", ASCENDING), ("run", ASCENDING), ("step", ASCENDING)])
 
     # -- free-form logs ------------------------------------------------------------------------
-    def save_log(self, kind: str, **kwargs: Any) -> Any:
+    def save_log(self, kind: str, fields: Mapping[str, Any]) -> Any:
         _check_kind(kind)
         doc = {"project": self.project, "kind": kind, "created_at": utcnow(),
-               **clean_fields(kwargs, LOG_RESERVED)}
+               **clean_fields(fields, LOG_RESERVED)}
         return self.logs.insert_one(doc).inserted_id
 
-    def delete_logs(self, kind: str | None, **kwargs: Any) -> int:
-        return self.logs.delete_many(self._log_query(kind, kwargs)).deleted_count
+    def delete_logs(self, kind: str | None, query: Mapping[str, Any]) -> int:
+        return self.logs.delete_many(self._log_query(kind, query)).deleted_count
 
-    def find_logs(self, kind: str | None = None, **kwargs: Any) -> pd.DataFrame:
+    def find_logs(self, kind: str | None, query: Mapping[str, Any]) -> pd.DataFrame:
         """Matching logs as a DataFrame, oldest first; nested fields become dotted columns."""
-        docs = list(self.logs.find(self._log_query(kind, kwargs), {"project": 0},
+        docs = list(self.logs.find(self._log_query(kind, query), {"project": 0},
                                    sort=[("created_at", ASCENDING), ("_id", ASCENDING)]))
         return _frame(docs, ["kind", "created_at"])
 
-    def _log_query(self, kind: str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def _log_query(self, kind: str | None, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         query = {"project": self.project, **build_query(kwargs, {"project"})}
         if kind is not None:
             _check_kind(kind)
