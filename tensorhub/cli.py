@@ -63,7 +63,7 @@ def runner(uri: str, project: str, task_name: str | None, gpus: str | None, slot
            lease_seconds: float, poll_interval: float, grace_seconds: float, allow_pickle: bool,
            log_level: str) -> None:
     """Claim and run tasks until stopped (SIGTERM once: finish and exit; twice: hand back now)."""
-    from tensorhub.runner import Runner, RunnerConfig
+    from tensorhub.runner.daemon import Runner, RunnerConfig
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None

@@ -1,4 +1,1 @@
-"""The runner daemon: claims tasks and runs each in a supervised subprocess."""
-from tensorhub.runner.daemon import Runner, RunnerConfig
-
-__all__ = ["Runner", "RunnerConfig"]
+"""The runner daemon (``daemon.py``) and what runs in each task's subprocess (``child.py``)."""

@@ -36,6 +36,9 @@ class TaskProcess:
             self.workdir.joinpath("function.dill").write_bytes(hub.blobs.read_bytes(code["blob"]["id"]))
         env = {**os.environ, ENV_URI: hub.uri, ENV_PROJECT: hub.project_name, ENV_TASK: str(claim.task_id),
                ENV_ATTEMPT: str(claim.seq), ENV_PARENT: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+        # The child imports the very tensorhub this runner runs, installed or not.
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu  # the task sees only its slot's GPU
         self.log_path = self.workdir / "output.log"

@@ -1,0 +1,154 @@
+"""The task queue from the distributor's side, run in-process (the TensorLayer loop)."""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+
+from tensorhub.errors import InvalidArgument, ReservedField, TaskError
+from tensorhub.tasks.claims import Outcome
+
+SCRIPT = "accuracy = 1 - 1 / n_units\nloss = 1 / n_units\n"
+
+
+def test_create_stores_source_and_run_top_task_collects_results(hub, tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    task_id = hub.create_task("mnist", script=str(script), hyper_parameters={"n_units": 4},
+                              saved_result_keys=["accuracy"], model="mlp")
+    script.unlink()  # the task carries its source: the distributor's file is not needed any more
+    assert hub.check_unfinished_task("mnist")
+    done = hub.run_top_task("mnist")
+    assert done["_id"] == task_id and done["status"] == "finished"
+    assert done["result"] == {"accuracy": 0.75} and done["attempts"] == 1
+    assert done["finished_at"] >= done["started_at"] >= done["created_at"]
+    assert done["runner"]["pid"] > 0 and done["model"] == "mlp"
+    assert not hub.check_unfinished_task("mnist")
+    assert hub.run_top_task("mnist") is None
+
+
+def test_task_name_filters_everything(hub):
+    hub.create_task("a", source=SCRIPT, hyper_parameters={"n_units": 2}, saved_result_keys=["loss"])
+    hub.create_task("b", source=SCRIPT, hyper_parameters={"n_units": 4}, saved_result_keys=["loss"])
+    assert hub.run_top_task("b")["result"] == {"loss": 0.25}
+    assert hub.check_unfinished_task("a") and not hub.check_unfinished_task("b")
+    assert [t["name"] for t in hub.find_tasks(status="pending")] == ["a"]
+    assert hub.task_counts("a")["pending"] == 1
+
+
+def test_priority_first_then_oldest(hub):
+    ids = [hub.create_task("t", source="x = 1", priority=p) for p in (0, 5, 0, 5)]
+    order = [hub.run_top_task("t")["_id"] for _ in ids]
+    assert order == [ids[1], ids[3], ids[0], ids[2]]
+
+
+def test_failure_retries_then_fails_with_error_and_traceback(hub):
+    task_id = hub.create_task("t", source="raise ValueError('bad lr')", max_attempts=2)
+    first = hub.run_top_task("t")
+    assert first["status"] == "pending" and first["attempts"] == 1
+    assert first["error"]["type"] == "ValueError" and "bad lr" in first["error"]["traceback"]
+    final = hub.run_top_task("t")
+    assert final["status"] == "failed" and final["attempts"] == 2 and len(final["failures"]) == 2
+    assert hub.requeue_tasks("t") == 1
+    again = hub.get_task(task_id)
+    assert again["status"] == "pending" and again["attempt_limit"] == 4 and again["error"] is None
+
+
+def test_missing_result_key_and_sys_exit(hub):
+    hub.create_task("t", source="a = 1", saved_result_keys=["a", "b"], max_attempts=1)
+    assert "b" in hub.run_top_task("t")["error"]["message"]
+    hub.create_task("u", source="import sys\nsys.exit(3)", max_attempts=1)
+    assert hub.run_top_task("u")["status"] == "failed"
+    hub.create_task("v", source="import sys\nx = 5\nsys.exit(0)", saved_result_keys=["x"])
+    assert hub.run_top_task("v")["result"] == {"x": 5}
+
+
+def test_function_tasks_need_pickle_opt_in_to_run(hub):
+    def train(n_units, lr=0.1):
+        return {"score": n_units * lr}
+
+    hub.create_task("f", function=train, hyper_parameters={"n_units": 10}, saved_result_keys=["score"])
+    assert hub.run_top_task("f") is None  # not claimed without allow_pickle
+    assert hub.run_top_task("f", allow_pickle=True)["result"] == {"score": 1.0}
+
+
+def test_grid_and_random_search_counts(hub):
+    grid = {"n_units": [100, 200, 400], "lr": [0.1, 0.01]}
+    ids = hub.create_grid_tasks("g", source=SCRIPT, grid=grid, hyper_parameters={"epochs": 2})
+    assert len(ids) == 6
+    params = [t["hyper_parameters"] for t in hub.find_tasks("g")]
+    assert {(p["n_units"], p["lr"]) for p in params} == {(n, lr) for n in grid["n_units"] for lr in grid["lr"]}
+    assert all(p["epochs"] == 2 for p in params)
+    sampled = hub.create_random_tasks("r", source=SCRIPT, grid=grid, n=4, seed=1)
+    combos = {tuple(t["hyper_parameters"].items()) for t in hub.find_tasks("r")}
+    assert len(sampled) == 4 and len(combos) == 4
+    assert len(hub.create_random_tasks("h", source=SCRIPT, grid=grid, fraction=0.5)) == 3
+    with pytest.raises(InvalidArgument):
+        hub.create_random_tasks("h", source=SCRIPT, grid=grid, n=7)
+
+
+def test_cancel_pending_and_delete(hub):
+    keep = hub.create_task("t", source="x = 1")
+    drop = hub.create_task("t", source="x = 2", group="drop")
+    assert hub.cancel_tasks("t", group="drop") == 1
+    assert hub.get_task(drop)["status"] == "cancelled"
+    assert hub.run_top_task("t")["_id"] == keep
+    assert hub.requeue_tasks("t", statuses=["cancelled"]) == 1
+    assert hub.run_top_task("t")["_id"] == drop  # a requeued task can still be claimed
+    assert hub.delete_tasks("t") == 2 and hub.find_tasks() == []
+    assert hub.db["task_claims"].count_documents({}) == 0
+
+
+def test_bad_arguments_are_clear(hub):
+    with pytest.raises(TaskError, match="not a file"):
+        hub.create_task("t", script="/nonexistent/train.py")
+    with pytest.raises(TaskError, match="does not compile"):
+        hub.create_task("t", source="def (")
+    with pytest.raises(ReservedField, match="status"):
+        hub.create_task("t", source="x=1", status="finished")
+    with pytest.raises(InvalidArgument):
+        hub.create_task("t", source="x=1", max_attempts=0)
+    with pytest.raises(InvalidArgument):
+        hub.create_task("", source="x=1")
+    assert hub.find_tasks() == []
+
+
+def test_expired_lease_returns_task_to_pending_then_failed(hub):
+    task_id = hub.create_task("t", source="x = 1", max_attempts=2)
+    book = hub.tasks.claims
+    runner = {"id": "dead-runner", "host": "h", "pid": 1, "gpu": None}
+    claim = book.claim_next({}, runner, lease_seconds=30)
+    assert book.reap_expired() == 0  # lease still valid
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=31)
+    assert book.reap_expired(now=later) == 1
+    task = hub.get_task(task_id)
+    assert task["status"] == "pending" and task["error"]["type"] == "LeaseExpired"
+    assert not book.heartbeat(claim)  # the dead runner, if it wakes up, learns it lost
+    assert not book.finish(claim, Outcome("finished", result={}))
+    claim2 = book.claim_next({}, runner, lease_seconds=30)
+    assert claim2.seq == 2 and book.reap_expired(now=later + dt.timedelta(seconds=31)) == 1
+    assert hub.get_task(task_id)["status"] == "failed"
+
+
+def test_concurrent_claims_have_one_winner_per_task(hub):
+    for i in range(20):
+        hub.create_task("t", source="x = 1", hyper_parameters={"i": i})
+    won: list = []
+    lock = threading.Lock()
+
+    def claimer(n: int) -> None:
+        from tensorhub import TensorHub
+        other = TensorHub(hub.uri, project_name="test")
+        runner = {"id": f"r{n}", "host": "h", "pid": n, "gpu": None}
+        while (claim := other.tasks.claims.claim_next({}, runner, 30)) is not None:
+            with lock:
+                won.append(claim.task_id)
+
+    threads = [threading.Thread(target=claimer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 20 and len(set(won)) == 20
+    assert hub.task_counts()["running"] == 20
