@@ -1,0 +1,91 @@
+"""Connecting: URIs, TensorLayer's ip/port form with real authentication, clear failures,
+the embedded store, indexes, and the raw database for custom queries."""
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from ferretdb import FerretDBServer
+from tensorhub import TensorHub
+from tensorhub.errors import ConnectionFailed, InvalidArgument, InvalidField
+
+
+def test_unreachable_server_names_the_uri_without_password():
+    with pytest.raises(ConnectionFailed) as caught:
+        TensorHub("mongodb://ann:s3cret@127.0.0.1:9/ml", project_name="p", timeout_ms=300)
+    message = str(caught.value)
+    assert "ann:***@127.0.0.1:9" in message and "s3cret" not in message
+    assert "docker compose" in message and "mongomock://" in message
+
+
+def test_bad_uri_and_arguments_are_refused():
+    with pytest.raises(InvalidArgument, match="unsupported URI"):
+        TensorHub("postgres://x", project_name="p")
+    with pytest.raises(InvalidArgument, match="project_name"):
+        TensorHub("mongomock://", project_name="")
+    with pytest.raises(InvalidArgument, match="username and password"):
+        TensorHub(ip="localhost", username="ann")
+
+
+def test_embedded_store_is_shared_within_the_process():
+    a = TensorHub("mongomock://localhost/shared_test", project_name="p")
+    b = TensorHub("mongomock://localhost/shared_test", project_name="p")
+    a.save_training_log(step=1)
+    assert len(b.find_logs("training")) == 1
+    assert TensorHub("mongomock://", project_name="p").db.name == "tensorhub"
+    a.db.client.drop_database("shared_test")
+
+
+def test_raw_database_and_indexes(hub):
+    assert hub.db.name in hub.uri
+    hub.save_dataset(np.ones(2), "d")
+    assert hub.db["datasets"].count_documents({"name": "d"}) == 1  # custom queries on hub.db
+    names = {ix["name"] for ix in hub.db["datasets"].list_indexes()}
+    assert "project_1_name_1_version_1" in names
+    TensorHub(hub.uri, project_name="again").close()  # re-creating indexes is harmless
+
+
+def test_field_values_become_natural_bson(hub):
+    naive = dt.datetime(2024, 5, 1, 12, 0)
+    hub.save_testing_log(acc=np.float64(0.5), n=np.int64(3), when=naive, shape=(2, 3),
+                         hp={"lr": np.float32(0.25), "layers": [np.int32(1)]})
+    doc = hub.db["logs"].find_one()
+    assert doc["acc"] == 0.5 and type(doc["n"]) is int and doc["shape"] == [2, 3]
+    assert doc["hp"] == {"lr": 0.25, "layers": [1]}
+    assert doc["when"] == naive.replace(tzinfo=dt.timezone.utc)
+
+
+def test_query_operators_dotted_paths_and_refusals(hub):
+    for lr, acc in ((0.1, 0.8), (0.01, 0.9), (0.001, 0.7)):
+        hub.save_validation_log(hp={"lr": lr}, acc=acc)
+    assert len(hub.find_logs(**{"hp.lr": {"$lt": 0.05}})) == 2
+    assert len(hub.find_logs(**{"$or": [{"acc": 0.8}, {"acc": 0.7}]})) == 2
+    assert len(hub.find_logs(acc={"$in": [0.9, 0.7]})) == 2
+    with pytest.raises(InvalidField, match=r"\$where"):
+        hub.find_logs(**{"$where": "1"})
+    with pytest.raises(InvalidField, match="JavaScript"):
+        hub.find_logs(acc={"$where": "1"})
+
+
+@pytest.fixture(scope="module")
+def auth_server():
+    server = FerretDBServer(extra_args=["--test-enable-new-auth", "--setup-database=labdb",
+                                        "--setup-username=ann", "--setup-password=pa55word"])
+    with server:
+        yield server
+
+
+@pytest.mark.real_server
+def test_tensorlayer_form_authenticates(auth_server):
+    hub = TensorHub(ip="127.0.0.1", port=auth_server.port, dbname="labdb", username="ann",
+                    password="pa55word", project_name="tutorial")
+    try:
+        hub.save_training_log(epoch=1)
+        assert len(hub.find_logs()) == 1 and hub.db.name == "labdb"
+    finally:
+        hub.close()
+    with pytest.raises(ConnectionFailed, match="refused"):
+        TensorHub(ip="127.0.0.1", port=auth_server.port, dbname="labdb", username="ann",
+                  password="wrong", project_name="tutorial")
