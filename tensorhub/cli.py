@@ -54,7 +54,8 @@ def main() -> None:
 @click.option("--slots", default=1, show_default=True, help="Task slots when --gpus is not given.")
 @click.option("--max-tasks", type=int, default=None, help="Exit after running this many tasks.")
 @click.option("--lease-seconds", default=60.0, show_default=True, help="Lease length; renewed every third of it.")
-@click.option("--poll-interval", default=1.0, show_default=True, help="Longest wait between polls when idle.")
+@click.option("--poll-interval", default=0.1, show_default=True,
+              help="Longest wait between polls when idle (2 s when a change stream wakes us instead).")
 @click.option("--grace-seconds", default=30.0, show_default=True, help="On SIGTERM, how long running tasks may finish.")
 @click.option("--allow-pickle", is_flag=True, help="Also run function tasks (dill): only if you trust who queues tasks.")
 @click.option("--log-level", default="INFO", show_default=True)

@@ -42,7 +42,7 @@ class RunnerConfig:
     slots: int = 1
     max_tasks: int | None = None
     lease_seconds: float = 60.0
-    poll_interval: float = 1.0
+    poll_interval: float = 0.1
     grace_seconds: float = 30.0
     allow_pickle: bool = False
     query: dict[str, Any] = field(default_factory=dict)

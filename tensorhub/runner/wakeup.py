@@ -1,5 +1,6 @@
 """When an idle runner looks for work again: at once on a change-stream event, otherwise after an
-adaptive poll interval (20 ms right after work appeared, doubling up to ``poll_interval``).
+adaptive poll interval (20 ms right after work appeared, doubling up to ``poll_interval``, 0.1 s
+by default: one indexed query returning nothing, ten times a second per runner).
 
 Change streams need a replica set (our docker-compose MongoDB is one); on servers without them
 (FerretDB v1, a standalone mongod) the watcher thread notices the error once and polling alone
@@ -15,6 +16,7 @@ from pymongo.errors import PyMongoError
 
 log = logging.getLogger("tensorhub.runner")
 MIN_INTERVAL = 0.02
+STREAMING_INTERVAL = 2.0
 
 
 class Wakeup:
@@ -39,7 +41,9 @@ class Wakeup:
 
     def wait(self, found_work: bool, cap: float | None = None) -> None:
         """Sleep until woken or the current interval passes; ``found_work`` resets the backoff."""
-        self._interval = MIN_INTERVAL if found_work else min(self._max, self._interval * 2)
+        # With a change stream, events wake us: polling is only the safety net and can be slow.
+        longest = max(self._max, STREAMING_INTERVAL) if self.streaming else self._max
+        self._interval = MIN_INTERVAL if found_work else min(longest, self._interval * 2)
         timeout = self._interval if cap is None else min(self._interval, cap)
         if self._event.wait(timeout):
             self._event.clear()

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# The tensorhub test command:   bash tests/run.sh [pytest arguments...]
+#
+# Needs only python3 (3.11), pip and Go (>= 1.24) on the machine. It
+#   1. creates the virtualenv .venv in the repository root (or reuses it) and
+#      installs tensorhub into it in editable mode with the "tensorflow" and
+#      "test" extras (skipped while pyproject.toml is unchanged since the last
+#      successful install);
+#   2. finds a working FerretDB binary (the test server for the "ferretdb"
+#      backend), building FerretDB from source into .cache/ferretdb/ if none
+#      is found, and exports its path as TENSORHUB_FERRETDB;
+#   3. runs `python -m pytest "$@"` from the repository root.
+# The exit status is pytest's, except that "no tests were collected" (pytest's
+# exit status 5) is reported as a failure (1).
+#
+# Environment variables:
+#   TENSORHUB_FERRETDB       ferretdb binary to use; it must work, no search is made
+#   TENSORHUB_PYTHON         interpreter that creates .venv (default: python3)
+#   TENSORHUB_REINSTALL=1    reinstall into .venv even if pyproject.toml is unchanged
+#   TENSORHUB_TEST_NO_VENV=1 use the current `python3` as it is: no virtualenv, no pip
+#   TENSORHUB_TEST_URI, TENSORHUB_TEST_BACKENDS: see tests/conftest.py
+set -euo pipefail
+
+readonly FERRETDB_MODULE="github.com/FerretDB/FerretDB"
+readonly FERRETDB_VERSION="v1.24.2"
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly REPO_ROOT
+readonly VENV_DIR="$REPO_ROOT/.venv"
+readonly FERRETDB_CACHE_DIR="$REPO_ROOT/.cache/ferretdb"
+readonly FERRETDB_CACHED_BIN="$FERRETDB_CACHE_DIR/ferretdb"
+
+log() { printf '[tests/run.sh] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+cd "$REPO_ROOT"
+
+# --- 1. Python environment ---------------------------------------------------
+
+# Prints the python interpreter to use, creating and filling .venv if needed.
+setup_python() {
+    if [[ "${TENSORHUB_TEST_NO_VENV:-}" == "1" ]]; then
+        command -v python3 >/dev/null || die "TENSORHUB_TEST_NO_VENV=1 but python3 is not on PATH"
+        log "TENSORHUB_TEST_NO_VENV=1: using $(command -v python3) as it is"
+        command -v python3
+        return
+    fi
+
+    local base_python="${TENSORHUB_PYTHON:-python3}"
+    local py="$VENV_DIR/bin/python"
+    if [[ ! -x "$py" ]]; then
+        command -v "$base_python" >/dev/null || die "$base_python not found (set TENSORHUB_PYTHON)"
+        log "creating virtualenv $VENV_DIR with $base_python"
+        "$base_python" -m venv "$VENV_DIR"
+    fi
+
+    # The install is redone only when pyproject.toml (dependencies, extras,
+    # entry points) or the interpreter changed; the editable install picks up
+    # source changes by itself.
+    local stamp_file="$VENV_DIR/.tensorhub-install-stamp" stamp
+    stamp="$("$py" -c 'import hashlib, sys; print(hashlib.sha256(open("pyproject.toml", "rb").read()).hexdigest(), sys.version.split()[0])')"
+    if [[ "${TENSORHUB_REINSTALL:-}" != "1" && -f "$stamp_file" && "$(<"$stamp_file")" == "$stamp" ]]; then
+        log "tensorhub already installed in .venv (pyproject.toml unchanged)"
+    else
+        log "installing tensorhub[tensorflow,test] into .venv (editable)"
+        rm -f "$stamp_file"
+        "$py" -m pip install --disable-pip-version-check -e ".[tensorflow,test]" >&2
+        printf '%s\n' "$stamp" >"$stamp_file"
+    fi
+    printf '%s\n' "$py"
+}
+
+# --- 2. FerretDB ---------------------------------------------------------------
+
+# True if $1 is an executable that starts as a FerretDB binary. (A FerretDB
+# built straight from the module source, as `go install` does, panics at start
+# because the generated build/version/version.txt is missing.)
+ferretdb_works() {
+    [[ -f "$1" && -x "$1" ]] && "$1" --version >/dev/null 2>&1
+}
+
+# Builds FerretDB $FERRETDB_VERSION from source into $FERRETDB_CACHED_BIN.
+#
+# `go install github.com/FerretDB/FerretDB/cmd/ferretdb@VERSION` is not used:
+# it fails behind a module proxy that refuses the module's version list (which
+# go install reads for its deprecation check), and even where it succeeds the
+# binary cannot start, because the published module lacks the generated file
+# build/version/version.txt. So the module is downloaded with
+# `go mod download` (which works outside any module), copied to a scratch
+# directory, the missing version.txt is written, and cmd/ferretdb is built.
+build_ferretdb() {
+    command -v go >/dev/null || die "FerretDB is needed for the tests but was not found, and Go is not installed to build it. Install Go >= 1.24, or put a ferretdb $FERRETDB_VERSION binary on PATH or in TENSORHUB_FERRETDB."
+
+    # Global, so that the EXIT trap still sees it. This function runs in the
+    # command substitution of find_or_build_ferretdb, so the trap fires when
+    # that subshell ends, on success and on failure alike.
+    BUILD_SCRATCH="$(mktemp -d "${TMPDIR:-/tmp}/tensorhub-ferretdb-build.XXXXXX")"
+    trap 'rm -rf "$BUILD_SCRATCH"' EXIT
+    local scratch="$BUILD_SCRATCH"
+
+    log "downloading $FERRETDB_MODULE@$FERRETDB_VERSION with go mod download"
+    local json module_dir
+    # Run outside the repository so that no go.mod or go.work is picked up.
+    if ! json="$(cd "$scratch" && GOFLAGS=-mod=mod go mod download -json "$FERRETDB_MODULE@$FERRETDB_VERSION")"; then
+        printf '%s\n' "$json" >&2
+        die "go mod download $FERRETDB_MODULE@$FERRETDB_VERSION failed"
+    fi
+    module_dir="$(printf '%s' "$json" | python3 -c '
+import json, sys
+info = json.load(sys.stdin)
+if info.get("Error") or not info.get("Dir"):
+    sys.exit("go mod download: " + (info.get("Error") or "no Dir in its output"))
+print(info["Dir"])
+')"
+
+    log "building ferretdb from $module_dir (takes a minute or two the first time)"
+    cp -R "$module_dir" "$scratch/src"
+    chmod -R u+w "$scratch/src" # the module cache is read-only
+    printf '%s\n' "$FERRETDB_VERSION" >"$scratch/src/build/version/version.txt"
+    mkdir -p "$FERRETDB_CACHE_DIR"
+    (cd "$scratch/src" && CGO_ENABLED=0 go build -buildvcs=false -trimpath -o "$scratch/ferretdb" ./cmd/ferretdb)
+    ferretdb_works "$scratch/ferretdb" || die "the freshly built $scratch/ferretdb does not start (ferretdb --version failed)"
+    mv -f "$scratch/ferretdb" "$FERRETDB_CACHED_BIN" # same name: atomic replace
+    log "built $FERRETDB_CACHED_BIN"
+}
+
+# Prints the path of a working ferretdb: $TENSORHUB_FERRETDB, then PATH, then
+# the cached build, else builds one. Same order as tests/ferretdb.py.
+find_or_build_ferretdb() {
+    if [[ -n "${TENSORHUB_FERRETDB:-}" ]]; then
+        ferretdb_works "$TENSORHUB_FERRETDB" || die "TENSORHUB_FERRETDB=$TENSORHUB_FERRETDB is not a working ferretdb binary ('--version' failed)"
+        printf '%s\n' "$TENSORHUB_FERRETDB"
+        return
+    fi
+    local on_path
+    if on_path="$(command -v ferretdb)"; then
+        if ferretdb_works "$on_path"; then
+            printf '%s\n' "$on_path"
+            return
+        fi
+        log "ignoring $on_path: 'ferretdb --version' failed"
+    fi
+    if ! ferretdb_works "$FERRETDB_CACHED_BIN"; then
+        build_ferretdb
+    fi
+    printf '%s\n' "$FERRETDB_CACHED_BIN"
+}
+
+# --- 3. pytest -------------------------------------------------------------------
+
+PYTHON="$(setup_python)"
+TENSORHUB_FERRETDB="$(find_or_build_ferretdb)"
+export TENSORHUB_FERRETDB
+log "python: $PYTHON"
+log "ferretdb: $TENSORHUB_FERRETDB"
+
+status=0
+"$PYTHON" -m pytest "$@" || status=$?
+if [[ $status -eq 5 ]]; then
+    log "pytest collected no tests: failing the run"
+    exit 1
+fi
+exit "$status"
