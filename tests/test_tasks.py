@@ -152,3 +152,36 @@ def test_concurrent_claims_have_one_winner_per_task(hub):
         t.join()
     assert len(won) == 20 and len(set(won)) == 20
     assert hub.task_counts()["running"] == 20
+
+
+def test_a_claimer_that_died_mid_claim_does_not_block_the_task(hub):
+    task_id = hub.create_task("t", source="x = 1")
+    # A runner inserted the ticket for round 1 and died before updating the task.
+    hub.db["task_claims"].insert_one({"_id": f"{task_id}/1", "owner": "dead", "task_id": task_id,
+                                      "taken_at": dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)})
+    runner = {"id": "live", "host": "h", "pid": 2, "gpu": None}
+    assert hub.tasks.claims.claim_next({}, runner, 30) is None  # notices the stale ticket, skips the round
+    claim = hub.tasks.claims.claim_next({}, runner, 30)
+    assert claim is not None and claim.seq == 2
+
+
+def test_an_ender_that_died_before_writing_is_completed_by_the_reaper(hub):
+    task_id = hub.create_task("t", source="x = 1", max_attempts=3)
+    book = hub.tasks.claims
+    claim = book.claim_next({}, {"id": "r", "host": "h", "pid": 1, "gpu": None}, lease_seconds=5)
+    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    hub.db["task_claims"].insert_one({"_id": f"{task_id}/{claim.seq}/end", "owner": "gone", "by": "reaper",
+                                      "task_id": task_id, "taken_at": old})
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=10)
+    assert book.reap_expired(now=later) == 1
+    task = hub.get_task(task_id)
+    assert task["status"] == "pending" and task["error"]["type"] == "OutcomeLost"
+
+
+def test_finishing_twice_is_harmless(hub):
+    hub.create_task("t", source="x = 1")
+    book = hub.tasks.claims
+    claim = book.claim_next({}, {"id": "r", "host": "h", "pid": 1, "gpu": None}, lease_seconds=30)
+    assert book.finish(claim, Outcome("finished", result={"x": 1}))
+    assert not book.finish(claim, Outcome("failed", error={"type": "X", "message": "late"}))
+    assert hub.find_tasks()[0]["status"] == "finished"

@@ -209,7 +209,10 @@ class Runner:
 
     def _write_back(self, proc: TaskProcess, outcome: Outcome) -> None:
         claims, queue = self.hub.tasks.claims, self.hub.tasks
-        log_ref = queue.store_output_log(str(proc.log_path), proc.claim.task_id, proc.claim.seq)
+        # Kept on the process: if the server drops us below, the retry reuses the stored log.
+        if proc.log_ref is None:
+            proc.log_ref = queue.store_output_log(str(proc.log_path), proc.claim.task_id, proc.claim.seq)
+        log_ref = proc.log_ref
         outcome.output = {**(outcome.output or {}), "log": log_ref}
         if claims.finish(proc.claim, outcome):
             previous = (proc.claim.task.get("output") or {}).get("log")

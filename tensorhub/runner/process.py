@@ -50,6 +50,7 @@ class TaskProcess:
                 cwd=self.workdir, start_new_session=True)
         self.started = time.monotonic()
         self.kill_reason: dict[str, Any] | None = None
+        self.log_ref: dict[str, Any] | None = None
 
     @property
     def pid(self) -> int:

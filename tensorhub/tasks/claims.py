@@ -26,6 +26,9 @@ from tensorhub.tasks.states import FAILED, PENDING, RUNNING
 CLAIM_ORDER = [("priority", DESCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
 CANDIDATES_PER_CLAIM = 8
 FAILURES_KEPT = 10
+# A ticket whose winner has not made its task update this long after taking it belongs to a
+# process that died in between (the update follows the insert within milliseconds).
+STALE_TICKET = dt.timedelta(seconds=30)
 
 
 @dataclass
@@ -92,31 +95,39 @@ class ClaimBook:
         token = uuid.uuid4().hex
         now = utcnow()
         ticket = states.claim_ticket(task_id, seq + 1)
-        if not states.take_ticket(self.claims, ticket, task_id=task_id, project=self.project,
-                                  seq=seq + 1, purpose="run", token=token, runner=runner,
+        if not states.take_ticket(self.claims, ticket, token, task_id=task_id, project=self.project,
+                                  seq=seq + 1, purpose="run", runner=runner,
                                   heartbeat_at=now, expires_at=now + dt.timedelta(seconds=lease_seconds)):
+            self._skip_stale_claim(task_id, seq, ticket, now)
             return None  # someone else claimed (or cancelled) this round first
         moved = states.transition(
             self.tasks, task_id, PENDING, RUNNING, guard={"seq": seq},
             set_fields={"seq": seq + 1, "lease": {"ticket": ticket, "token": token}, "runner": runner,
                         "started_at": now, "finished_at": None},
             inc={"attempts": 1})
-        if not moved:  # deleted meanwhile: close the ticket so nothing waits on it
-            states.take_ticket(self.claims, states.end_ticket(task_id, seq + 1), task_id=task_id,
+        if not moved:  # deleted or skipped meanwhile: close the ticket so nothing waits on it
+            states.take_ticket(self.claims, states.end_ticket(task_id, seq + 1), token, task_id=task_id,
                                by="claim-abandoned")
             return None
         task = self.tasks.find_one({"_id": task_id})
         return Claim(task, seq + 1, token, runner, lease_seconds, now) if task else None
 
+    def _skip_stale_claim(self, task_id: ObjectId, seq: int, ticket: str, now: dt.datetime) -> None:
+        """A claimer that died between its ticket and its update would block the task forever:
+        past STALE_TICKET, move the task on to the next round (its old ticket then matches nothing)."""
+        taken = self.claims.find_one({"_id": ticket}, {"taken_at": 1})
+        if taken is not None and _aware(taken["taken_at"]) < now - STALE_TICKET:
+            self.tasks.update_one({"_id": task_id, "status": PENDING, "seq": seq}, {"$set": {"seq": seq + 1}})
+
     # -- leases --------------------------------------------------------------------------------
     def heartbeat(self, claim: Claim) -> bool:
         """Renew the lease; False once the attempt was ended by someone else (kill the task)."""
         now = utcnow()
-        self.claims.update_one({"_id": claim.ticket, "token": claim.token},
+        self.claims.update_one({"_id": claim.ticket, "owner": claim.token},
                                {"$set": {"heartbeat_at": now,
                                          "expires_at": now + dt.timedelta(seconds=claim.lease_seconds)}})
-        ended = self.claims.find_one({"_id": states.end_ticket(claim.task_id, claim.seq)}, {"token": 1})
-        return ended is None or ended.get("token") == claim.token
+        ended = self.claims.find_one({"_id": states.end_ticket(claim.task_id, claim.seq)}, {"owner": 1})
+        return ended is None or ended.get("owner") == claim.token
 
     def reap_expired(self, now: dt.datetime | None = None) -> int:
         """Return running tasks whose lease expired to pending (or failed when out of attempts).
@@ -130,8 +141,9 @@ class ClaimBook:
             lease = self.claims.find_one({"_id": states.claim_ticket(task["_id"], seq)}, {"expires_at": 1})
             if lease is not None and _aware(lease["expires_at"]) > now:
                 continue
-            if not states.take_ticket(self.claims, states.end_ticket(task["_id"], seq),
+            if not states.take_ticket(self.claims, states.end_ticket(task["_id"], seq), uuid.uuid4().hex,
                                       task_id=task["_id"], by="reaper"):
+                reaped += self._finish_stale_end(task, seq, now)
                 continue
             runner = (task.get("runner") or {}).get("id", "?")
             error = {"type": "LeaseExpired",
@@ -140,11 +152,23 @@ class ClaimBook:
             reaped += 1
         return reaped
 
+    def _finish_stale_end(self, task: dict[str, Any], seq: int, now: dt.datetime) -> bool:
+        """Whoever took this attempt's end ticket died before writing the outcome: write it for them."""
+        end = self.claims.find_one({"_id": states.end_ticket(task["_id"], seq)})
+        if end is None or _aware(end["taken_at"]) >= now - STALE_TICKET:
+            return False
+        if end.get("by") == "cancel":
+            return states.transition(self.tasks, task["_id"], RUNNING, states.CANCELLED, {"seq": seq},
+                                     {"finished_at": now, "lease": None})
+        error = {"type": "OutcomeLost", "message": f"the attempt was ended by {end.get('by')} "
+                 "but its outcome never reached the server"}
+        return self._end(task, seq, Outcome("failed", error=error))
+
     # -- ending an attempt ---------------------------------------------------------------------
     def finish(self, claim: Claim, outcome: Outcome) -> bool:
         """Write the attempt's outcome if this claim still owns it; False if it lost the lease."""
-        if not states.take_ticket(self.claims, states.end_ticket(claim.task_id, claim.seq),
-                                  task_id=claim.task_id, by="runner", token=claim.token):
+        if not states.take_ticket(self.claims, states.end_ticket(claim.task_id, claim.seq), claim.token,
+                                  task_id=claim.task_id, by="runner"):
             return False
         task = self.tasks.find_one({"_id": claim.task_id})
         if task is None:
@@ -184,7 +208,7 @@ class ClaimBook:
     def cancel_running(self, task: dict[str, Any]) -> bool:
         """End a running attempt as cancelled; its runner sees the ended lease and kills the process."""
         seq = int(task.get("seq", 0))
-        if not states.take_ticket(self.claims, states.end_ticket(task["_id"], seq),
+        if not states.take_ticket(self.claims, states.end_ticket(task["_id"], seq), uuid.uuid4().hex,
                                   task_id=task["_id"], by="cancel"):
             return False
         return states.transition(self.tasks, task["_id"], RUNNING, states.CANCELLED, {"seq": seq},
@@ -193,7 +217,7 @@ class ClaimBook:
     def cancel_pending(self, task: dict[str, Any]) -> bool:
         """Cancel a task nobody has claimed, by taking its next claim ticket ourselves."""
         seq = int(task.get("seq", 0))
-        if not states.take_ticket(self.claims, states.claim_ticket(task["_id"], seq + 1),
+        if not states.take_ticket(self.claims, states.claim_ticket(task["_id"], seq + 1), uuid.uuid4().hex,
                                   task_id=task["_id"], purpose="cancel"):
             return False
         return states.transition(self.tasks, task["_id"], PENDING, states.CANCELLED, {"seq": seq},

@@ -55,13 +55,17 @@ def end_ticket(task_id: ObjectId, seq: int) -> str:
     return f"{task_id}/{seq}/end"
 
 
-def take_ticket(claims: Collection, ticket: str, **fields: Any) -> bool:
-    """Insert ``ticket``; True for the one caller that wins it, False for everyone else."""
+def take_ticket(claims: Collection, ticket: str, owner: str, **fields: Any) -> bool:
+    """Insert ``ticket`` for ``owner``; True for the one owner that wins it, False for everyone else.
+
+    Asking again as the same owner is True again, so a caller whose insert reached the server but
+    whose answer was lost (a dropped connection) can safely retry.
+    """
     try:
-        claims.insert_one({"_id": ticket, "taken_at": utcnow(), **fields})
+        claims.insert_one({"_id": ticket, "owner": owner, "taken_at": utcnow(), **fields})
         return True
     except DuplicateKeyError:
-        return False
+        return claims.find_one({"_id": ticket, "owner": owner}, {"_id": 1}) is not None
 
 
 def transition(tasks: Collection, task_id: ObjectId, source: str, target: str,
