@@ -71,7 +71,13 @@ def runner(uri: str, project: str, task_name: str | None, gpus: str | None, slot
     config = RunnerConfig(task_name=task_name, gpus=gpu_list, slots=slots, max_tasks=max_tasks,
                           lease_seconds=lease_seconds, poll_interval=poll_interval,
                           grace_seconds=grace_seconds, allow_pickle=allow_pickle)
-    hub = _hub(uri, project)
+    # A runner must never sit in one server call longer than a fraction of its lease: it has
+    # to notice a lost server in time to kill its tasks before another runner may take them.
+    call_ms = max(1000, int(lease_seconds * 1000 / 8))
+    from tensorhub.hub import TensorHub
+
+    hub = TensorHub(uri, project_name=project, timeout_ms=call_ms, socketTimeoutMS=call_ms,
+                    connectTimeoutMS=call_ms)
     if hub.embedded:
         raise click.UsageError("a runner in its own process cannot share the embedded mongomock:// store; "
                                "use hub.run_tasks() in the distributor's process, or a MongoDB URI")

@@ -198,3 +198,45 @@ def test_function_tasks_run_only_on_runners_that_allow_pickle(server_hub, runner
     proc = runners("--allow-pickle", "--max-tasks", "1")
     assert proc.wait(timeout=60) == 0  # --max-tasks 1: exits after its one task
     assert server_hub.get_task(task_id)["result"] == {"score": 0.5}
+
+
+@pytest.mark.real_server
+def test_runner_survives_a_server_outage_and_fences_itself_when_it_lasts_too_long(tmp_path):
+    """The server stops answering (SIGSTOP, like a network partition): a short outage is ridden
+    out; one longer than the lease makes the runner kill its task before the lease expires, and
+    the task runs again once the server is back."""
+    from ferretdb import FerretDBServer
+    from tensorhub import TensorHub
+
+    with FerretDBServer() as server:
+        uri = server.uri + "/outage"
+        hub = TensorHub(uri, project_name="test")
+        runner = start_runner(uri, lease=8.0)
+        try:
+            quick = hub.create_task("o", source="import time\ntime.sleep(2)\nok = 1", saved_result_keys=["ok"])
+            wait_until(lambda: hub.get_task(quick)["status"] == "running", 60, "the task to start")
+            os.kill(server._process.pid, signal.SIGSTOP)
+            time.sleep(4)  # shorter than the lease; the task ends while the server is away
+            os.kill(server._process.pid, signal.SIGCONT)
+            wait_until(lambda: hub.get_task(quick)["status"] == "finished", 60, "the write-back after the outage")
+            assert hub.get_task(quick)["attempts"] == 1
+
+            pids = tmp_path / "pids"
+            long_task = hub.create_task("o", source=KILLABLE_SCRIPT, saved_result_keys=["answer"],
+                                        hyper_parameters={"pids": str(pids)})
+            wait_until(lambda: pids.exists() and pids.read_text().strip(), 60, "the long task to start")
+            first_pid = int(pids.read_text().split()[0])
+            os.kill(server._process.pid, signal.SIGSTOP)
+            try:
+                # 80% of the 8 s lease: the runner must have killed its task by then (plus slack).
+                wait_until(lambda: not pid_alive(first_pid), 12, "the runner to fence its task")
+            finally:
+                os.kill(server._process.pid, signal.SIGCONT)
+            wait_until(lambda: hub.get_task(long_task)["status"] == "finished", 90, "the rerun")
+            task = hub.get_task(long_task)
+            assert task["attempts"] == 2 and task["result"] == {"answer": 42}
+            assert runner.poll() is None  # the same runner kept going throughout
+        finally:
+            runner.kill()
+            runner.wait()
+            hub.close()

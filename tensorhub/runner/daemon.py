@@ -124,7 +124,9 @@ class Runner:
                     failures = 0
                 except PyMongoError as err:
                     failures += 1
-                    delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                    # Retry soon while tasks run (their outcomes and leases wait on us), lazily when idle.
+                    busy = any(slot.process for slot in self.slots)
+                    delay = min(2.0 if busy else 30.0, 0.25 * 2 ** min(failures, 7))
                     log.warning("server unreachable (%s); retrying in %.1fs", err, delay)
                     self._supervise_offline(delay)
                     continue
@@ -193,7 +195,10 @@ class Runner:
         end = time.monotonic() + delay
         while time.monotonic() < end and not self._stop_now:
             for slot in self.slots:
-                if slot.process is not None and time.monotonic() >= slot.fence_deadline:
+                proc = slot.process
+                # An exited task keeps its outcome for the write-back; a running one must stop
+                # before its lease can expire elsewhere.
+                if proc is not None and proc.poll() is None and time.monotonic() >= slot.fence_deadline:
                     self._abandon(slot, "could not renew the lease in time")
             self._wakeup.wait(False, SUPERVISE_SLICE)
 
