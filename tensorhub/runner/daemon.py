@@ -122,12 +122,15 @@ class Runner:
                     claimed = self._fill_slots()
                     self._reap_if_due()
                     failures = 0
-                except PyMongoError as err:
+                except Exception as err:  # the server, mostly; a daemon logs and carries on
+                    if not isinstance(err, PyMongoError):
+                        log.exception("unexpected error in the runner loop")
                     failures += 1
                     # Retry soon while tasks run (their outcomes and leases wait on us), lazily when idle.
                     busy = any(slot.process for slot in self.slots)
                     delay = min(2.0 if busy else 30.0, 0.25 * 2 ** min(failures, 7))
-                    log.warning("server unreachable (%s); retrying in %.1fs", err, delay)
+                    what = "server unreachable" if isinstance(err, PyMongoError) else "runner error"
+                    log.warning("%s (%s); retrying in %.1fs", what, err, delay)
                     self._supervise_offline(delay)
                     continue
                 busy = any(slot.process for slot in self.slots)
@@ -198,8 +201,14 @@ class Runner:
                 proc = slot.process
                 # An exited task keeps its outcome for the write-back; a running one must stop
                 # before its lease can expire elsewhere.
-                if proc is not None and proc.poll() is None and time.monotonic() >= slot.fence_deadline:
+                if proc is None or time.monotonic() < slot.fence_deadline:
+                    continue
+                if proc.poll() is None:
                     self._abandon(slot, "could not renew the lease in time")
+                elif time.monotonic() >= slot.fence_deadline + self.config.lease_seconds:
+                    # The lease is long gone and the outcome still cannot be written: drop it
+                    # (the reaper retries the task) rather than retry a poisoned write forever.
+                    self._abandon(slot, "could not write the outcome before the lease expired")
             self._wakeup.wait(False, SUPERVISE_SLICE)
 
     def _complete(self, slot: Slot) -> None:
