@@ -171,7 +171,7 @@ def datasets(uri: str, project: str, name: str | None) -> None:
 @main.command("orphans")
 @uri_option
 @project_option
-@click.option("--older-than-hours", default=1.0, show_default=True)
+@click.option("--older-than-hours", default=24.0, show_default=True)
 @click.option("--delete", is_flag=True, help="Delete them instead of listing them.")
 @reports_errors
 def orphans(uri: str, project: str, older_than_hours: float, delete: bool) -> None:

@@ -276,6 +276,7 @@ class TensorHub:
         query = self.tasks.query(task_name, kwargs)
         query["code.kind"] = {"$in": ["script", "function"] if allow_pickle else ["script"]}
         order = normalize_sort(sort)
+        self.tasks.claims.reap_expired()  # a crashed worker's task comes back before we look
         claim = self.tasks.claims.claim_next(query, runner_identity(), lease_seconds,
                                              None if order is None else order + [("_id", 1)])
         return None if claim is None else local.run_claim(self, claim)
@@ -290,14 +291,18 @@ class TensorHub:
         return count
 
     # -- housekeeping --------------------------------------------------------------------------
-    def find_orphan_blobs(self, older_than: dt.timedelta = dt.timedelta(hours=1)) -> list[ObjectId]:
-        """Blobs nothing references (left by crashed saves), older than ``older_than``."""
+    def find_orphan_blobs(self, older_than: dt.timedelta = dt.timedelta(hours=24)) -> list[ObjectId]:
+        """Blobs nothing references (left by crashed saves) that started uploading before ``older_than``.
+
+        Keep ``older_than`` longer than your slowest upload: chunks of an upload still in flight
+        look exactly like those of a crashed one.
+        """
         referenced = {bid for store in (self.datasets, self.models) for doc in store.iter_all()
                       for bid in doc.get("blob_ids", [])}
         referenced |= self.tasks.referenced_blob_ids()
         return self.blobs.find_orphans(referenced, older_than)
 
-    def delete_orphan_blobs(self, older_than: dt.timedelta = dt.timedelta(hours=1)) -> int:
+    def delete_orphan_blobs(self, older_than: dt.timedelta = dt.timedelta(hours=24)) -> int:
         """Delete what :meth:`find_orphan_blobs` finds; returns how many blobs went."""
         orphans = self.find_orphan_blobs(older_than)
         self.blobs.delete(orphans)

@@ -68,12 +68,12 @@ def find_ferretdb() -> str:
     configured = os.environ.get(FERRETDB_ENV)
     if configured:
         if os.path.isfile(configured) and os.access(configured, os.X_OK):
-            return configured
+            return os.path.abspath(configured)  # the server starts in its own temp dir
         raise FerretDBNotFoundError(f"{FERRETDB_ENV}={configured!r} is not an executable file")
 
     on_path = shutil.which("ferretdb")
     if on_path:
-        return on_path
+        return os.path.abspath(on_path)
 
     if CACHED_BINARY.is_file() and os.access(CACHED_BINARY, os.X_OK):
         return str(CACHED_BINARY)

@@ -53,3 +53,37 @@ def test_large_array_round_trip_on_the_embedded_store():
     assert hub.db["blobs.chunks"].count_documents({}) > 1000
     np.testing.assert_array_equal(hub.find_top_dataset("large"), array)
     hub.db.client.drop_database("th_large")
+
+
+SAVE_FOREVER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from tensorhub import TensorHub
+
+    hub = TensorHub(sys.argv[1], project_name="test")
+    hub.save_dataset(np.random.default_rng(1).random(200 * 2**20 // 8), "interrupted")
+""")
+
+
+@pytest.mark.real_server
+def test_a_save_killed_half_way_leaves_no_document_only_a_cleanable_orphan(server_uri, server_hub):
+    import datetime as dt
+    import time
+
+    saver = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, server_uri])
+    try:
+        deadline = time.monotonic() + 60
+        while server_hub.db["blobs.chunks"].count_documents({}) < 20:
+            assert time.monotonic() < deadline and saver.poll() is None, "the save never started writing"
+            time.sleep(0.05)
+        saver.kill()  # kill -9 in the middle of streaming the chunks
+        saver.wait()
+    finally:
+        if saver.poll() is None:
+            saver.kill()
+    assert server_hub.db["datasets"].count_documents({}) == 0
+    assert server_hub.find_top_dataset("interrupted") is None
+    orphans = server_hub.find_orphan_blobs(older_than=dt.timedelta(seconds=-5))
+    assert len(orphans) == 1  # the partial upload, found by its chunks
+    assert server_hub.delete_orphan_blobs(older_than=dt.timedelta(seconds=-5)) == 1
+    assert server_hub.db["blobs.chunks"].count_documents({}) == 0

@@ -240,3 +240,13 @@ def test_runner_survives_a_server_outage_and_fences_itself_when_it_lasts_too_lon
             runner.kill()
             runner.wait()
             hub.close()
+
+
+def test_deleting_a_running_task_stops_it(server_hub, runners, tmp_path):
+    pids = tmp_path / "pids"
+    server_hub.create_task("del", source=KILLABLE_SCRIPT, hyper_parameters={"pids": str(pids)})
+    runners(lease=3.0)
+    wait_until(lambda: pids.exists() and pids.read_text().strip(), 60, "the task to start")
+    assert server_hub.delete_tasks("del") == 1
+    wait_until(lambda: not pid_alive(int(pids.read_text().split()[0])), 10, "the deleted task to be killed")
+    assert server_hub.find_tasks("del") == []

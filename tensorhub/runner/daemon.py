@@ -23,6 +23,7 @@ from tensorhub.fields import build_query
 from tensorhub.runner.process import TaskProcess
 from tensorhub.runner.wakeup import Wakeup
 from tensorhub.tasks.claims import Outcome, runner_identity
+from tensorhub.tasks.execute import describe_error
 from tensorhub.tasks.queue import NOT_QUERYABLE
 
 if TYPE_CHECKING:
@@ -103,9 +104,12 @@ class Runner:
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, frame: Any) -> None:
-            log.warning("received %s: %s", signal.Signals(signum).name,
-                        "handing tasks back now" if self._stopping else "finishing running tasks, claiming no more")
-            self.stop()
+            # Flags only: no locks here (the main loop may hold one); its waits are short slices.
+            if self._stopping:
+                self._stop_now = True
+            else:
+                self._stopping = True
+                self._grace_deadline = time.monotonic() + self.config.grace_seconds
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
@@ -163,35 +167,50 @@ class Runner:
             self.started += 1
             claimed = True
             now = time.monotonic()
-            slot.process = TaskProcess(self.hub, claim, slot.gpu, self.config.workdir)
+            try:
+                slot.process = TaskProcess(self.hub, claim, slot.gpu, self.config.workdir)
+            except Exception as err:  # no process: give the attempt back as failed right away
+                log.exception("task %s could not be started", claim.task_id)
+                self.hub.tasks.claims.finish(claim, Outcome("failed", error=describe_error(err)))
+                continue
             slot.next_beat = now + self.config.lease_seconds / 3
             slot.fence_deadline = now + self.config.lease_seconds * FENCE_FRACTION
             log.info("slot %s: running task %s (attempt %d)", slot.gpu, claim.task_id, claim.seq)
         return claimed
 
     def _supervise(self) -> None:
+        """Look after every slot; one slot's error does not starve the others' heartbeats."""
+        first_error: Exception | None = None
+        # Heartbeats first: a slow write-back below must not delay another slot's renewal.
+        for slot in sorted(self.slots, key=lambda s: s.process is not None and s.process.poll() is not None):
+            try:
+                self._supervise_slot(slot)
+            except Exception as err:
+                first_error = first_error or err
+        if first_error is not None:
+            raise first_error
+
+    def _supervise_slot(self, slot: Slot) -> None:
         now = time.monotonic()
-        for slot in self.slots:
-            proc = slot.process
-            if proc is None:
-                continue
+        proc = slot.process
+        if proc is not None:
             if proc.poll() is not None:
                 self._complete(slot)
-                continue
+                return
             if now >= slot.fence_deadline:
                 self._abandon(slot, "could not renew the lease in time")
-                continue
+                return
             timeout = proc.claim.task.get("timeout_seconds")
             if timeout and now - proc.started > timeout:
                 proc.kill({"type": "TaskTimeout", "message": f"the task ran longer than its timeout of {timeout}s"})
                 self._complete(slot)
-                continue
+                return
             if now >= slot.next_beat:
                 if self.hub.tasks.claims.heartbeat(proc.claim):
                     slot.next_beat = now + self.config.lease_seconds / 3
                     slot.fence_deadline = now + self.config.lease_seconds * FENCE_FRACTION
-                else:  # cancelled, or reaped after we lost touch: someone else owns the outcome
-                    self._abandon(slot, "the attempt was ended elsewhere (cancelled or lease expired)")
+                else:  # cancelled, deleted, or reaped after we lost touch: not ours any more
+                    self._abandon(slot, "the attempt was ended elsewhere (cancelled, deleted or lease expired)")
 
     def _supervise_offline(self, delay: float) -> None:
         """While the server is unreachable: keep fencing and reaping children, without the server."""
@@ -232,9 +251,15 @@ class Runner:
             previous = (proc.claim.task.get("output") or {}).get("log")
             if previous:
                 self.hub.blobs.delete([previous["id"]])
+        elif self._task_log_id(proc) == log_ref["id"]:
+            pass  # an earlier try landed and only its answer was lost: the outcome is in
         else:
             self.hub.blobs.delete([log_ref["id"]])
             log.warning("task %s: lease lost before the outcome was written; outcome discarded", proc.claim.task_id)
+
+    def _task_log_id(self, proc: TaskProcess) -> Any:
+        task = self.hub.tasks.tasks.find_one({"_id": proc.claim.task_id}, {"output.log.id": 1})
+        return ((task or {}).get("output") or {}).get("log", {}).get("id")
 
     def _abandon(self, slot: Slot, why: str) -> None:
         proc = slot.process
@@ -243,12 +268,23 @@ class Runner:
         proc.kill()
         proc.cleanup()
         slot.process = None
+        if proc.log_ref is not None:  # stored for an outcome that will never be written
+            try:
+                self.hub.blobs.delete([proc.log_ref["id"]])
+            except Exception:
+                log.info("its stored log stays behind as an orphan blob (tensorhub orphans)")
 
     def _hand_back_all(self) -> None:
         for slot in self.slots:
             proc = slot.process
             if proc is None:
                 continue
+            if proc.poll() is not None:  # it finished: keep its result rather than run it again
+                try:
+                    self._complete(slot)
+                    continue
+                except Exception:
+                    log.warning("task %s: could not write its outcome; handing it back", proc.claim.task_id)
             proc.kill()
             try:
                 self.hub.tasks.claims.finish(proc.claim, Outcome("handed_back"))

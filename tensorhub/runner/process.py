@@ -63,11 +63,17 @@ class TaskProcess:
         """SIGKILL the whole process group (the task and its children) and reap it."""
         if reason is not None and self.kill_reason is None:
             self.kill_reason = reason
+        self._kill_group()
+        try:
+            self.popen.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # stuck in the kernel (a wedged GPU driver, say)
+            pass
+
+    def _kill_group(self) -> None:
         try:
             os.killpg(self.popen.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        self.popen.wait()
 
     def outcome(self) -> Outcome:
         """What the attempt produced, once it has exited (or been killed)."""
@@ -92,4 +98,6 @@ class TaskProcess:
             return log.read().decode("utf-8", errors="replace")
 
     def cleanup(self) -> None:
+        """Remove the work dir, and anything the task left running in its process group."""
+        self._kill_group()
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -110,24 +110,38 @@ class ClaimBook:
                                by="claim-abandoned")
             return None
         task = self.tasks.find_one({"_id": task_id})
-        return Claim(task, seq + 1, token, runner, lease_seconds, now) if task else None
+        claim = Claim(task, seq + 1, token, runner, lease_seconds, now) if task else None
+        if claim is None or self._ended_by_other(claim):  # skipped as stale while we were slow
+            return None
+        return claim
 
     def _skip_stale_claim(self, task_id: ObjectId, seq: int, ticket: str, now: dt.datetime) -> None:
         """A claimer that died between its ticket and its update would block the task forever:
         past STALE_TICKET, move the task on to the next round (its old ticket then matches nothing)."""
         taken = self.claims.find_one({"_id": ticket}, {"taken_at": 1})
-        if taken is not None and _aware(taken["taken_at"]) < now - STALE_TICKET:
-            self.tasks.update_one({"_id": task_id, "status": PENDING, "seq": seq}, {"$set": {"seq": seq + 1}})
+        if taken is None or _aware(taken["taken_at"]) >= now - STALE_TICKET:
+            return
+        # Ending the round by ticket first means a claimer that was only slow finds it ended and
+        # backs off instead of running the task (see _try_claim), even where updates race.
+        # Either way the round has an end ticket afterwards, so it is over and can be skipped.
+        states.take_ticket(self.claims, states.end_ticket(task_id, seq + 1), uuid.uuid4().hex,
+                           task_id=task_id, by="stale-claim")
+        self.tasks.update_one({"_id": task_id, "status": PENDING, "seq": seq}, {"$set": {"seq": seq + 1}})
 
     # -- leases --------------------------------------------------------------------------------
     def heartbeat(self, claim: Claim) -> bool:
         """Renew the lease; False once the attempt was ended by someone else (kill the task)."""
         now = utcnow()
-        self.claims.update_one({"_id": claim.ticket, "owner": claim.token},
-                               {"$set": {"heartbeat_at": now,
-                                         "expires_at": now + dt.timedelta(seconds=claim.lease_seconds)}})
+        renewed = self.claims.update_one({"_id": claim.ticket, "owner": claim.token},
+                                         {"$set": {"heartbeat_at": now,
+                                                   "expires_at": now + dt.timedelta(seconds=claim.lease_seconds)}})
+        if renewed.matched_count == 0:  # the ticket is gone: the task was deleted
+            return False
+        return not self._ended_by_other(claim)
+
+    def _ended_by_other(self, claim: Claim) -> bool:
         ended = self.claims.find_one({"_id": states.end_ticket(claim.task_id, claim.seq)}, {"owner": 1})
-        return ended is None or ended.get("owner") == claim.token
+        return ended is not None and ended.get("owner") != claim.token
 
     def reap_expired(self, now: dt.datetime | None = None) -> int:
         """Return running tasks whose lease expired to pending (or failed when out of attempts).

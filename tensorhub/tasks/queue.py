@@ -13,6 +13,7 @@ A task document reads in Studio3T as::
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -38,6 +39,7 @@ RESERVED = frozenset({
     "failures", "output"})
 NOT_QUERYABLE = frozenset({"project", "code", "lease"})
 SUMMARY_PROJECTION = {"code.source": 0}
+OUTPUT_LOG_LIMIT = 32 * 1024 * 1024  # a chatty task must not stall its runner's loop on upload
 
 
 class TaskQueue:
@@ -73,9 +75,10 @@ class TaskQueue:
         if not all(isinstance(k, str) and k for k in keys):
             raise InvalidArgument(f"saved_result_keys must be names, got {keys!r}")
         params = to_bson_value(dict(hyper_parameters or {}), "hyper_parameters")
+        user_fields = clean_fields(kwargs, RESERVED)  # before any bytes are written
         code = self._code(script, source, function)
         doc = {"project": self.project, "name": task_name, "status": PENDING, "priority": priority,
-               "created_at": utcnow(), **clean_fields(kwargs, RESERVED),
+               "created_at": utcnow(), **user_fields,
                "hyper_parameters": params, "saved_result_keys": keys, "result": None, "error": None,
                "failures": [], "attempts": 0, "max_attempts": max_attempts, "attempt_limit": max_attempts,
                "timeout_seconds": timeout, "seq": 0, "lease": None, "runner": None,
@@ -154,6 +157,7 @@ class TaskQueue:
         bar = None
         try:
             while True:
+                self.claims.reap_expired()  # no runner left alive must not mean waiting forever
                 counts = self.counts(task_name, **kwargs)
                 done, total = sum(counts[s] for s in DONE), sum(counts.values())
                 if progress:
@@ -199,7 +203,9 @@ class TaskQueue:
 
     def _cancel_one(self, task_id: ObjectId) -> bool:
         # A claim may race us: if we lose a ticket, read the task again and try its new state.
-        for _ in range(5):
+        for attempt in range(8):
+            if attempt:
+                time.sleep(0.02 * 2 ** attempt)
             task = self.tasks.find_one({"_id": task_id}, {"status": 1, "seq": 1})
             if task is None or task["status"] not in ACTIVE:
                 return False
@@ -219,11 +225,20 @@ class TaskQueue:
         query["status"] = {"$in": wanted}
         count = 0
         for task in self.tasks.find(query, {"status": 1, "attempts": 1, "max_attempts": 1, "seq": 1}):
+            if self._still_held(task):
+                continue  # just cancelled: its runner has not let go yet (at most one lease)
             count += states.transition(
                 self.tasks, task["_id"], task["status"], PENDING, {"seq": task.get("seq", 0)},
                 {"attempt_limit": int(task.get("attempts", 0)) + int(task.get("max_attempts", 1)),
                  "finished_at": None, "result": None, "error": None})
         return count
+
+    def _still_held(self, task: dict[str, Any]) -> bool:
+        lease = self.claims.lease_of(task)
+        return (lease is not None and lease.get("purpose") == "run"
+                and lease["expires_at"].replace(tzinfo=dt.timezone.utc) > utcnow()
+                and self.claims.claims.find_one({"_id": states.end_ticket(task["_id"], task.get("seq", 0)),
+                                                 "by": "cancel"}, {"_id": 1}) is not None)
 
     def delete(self, task_name: str | None = None, **kwargs: Any) -> int:
         """Delete matching tasks (running ones are cancelled first), their claims and blobs."""
@@ -241,8 +256,13 @@ class TaskQueue:
         return count
 
     def store_output_log(self, path: str, task_id: ObjectId, attempt: int) -> dict[str, Any]:
+        """Store a task's output log (its last OUTPUT_LOG_LIMIT bytes) as a blob."""
         with open(path, "rb") as src, self.blobs.open_writer(
                 f"task-{task_id}-attempt-{attempt}.log", "text", kind="task-output") as out:
+            size = src.seek(0, os.SEEK_END)
+            src.seek(max(0, size - OUTPUT_LOG_LIMIT))
+            if size > OUTPUT_LOG_LIMIT:
+                out.write(f"[... first {size - OUTPUT_LOG_LIMIT} bytes dropped ...]\n".encode())
             while chunk := src.read(1024 * 1024):
                 out.write(chunk)
         assert out.ref is not None
