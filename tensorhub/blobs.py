@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -266,7 +266,3 @@ class BlobStore:
         orphans += [fid for fid in self.chunks.distinct("files_id", {"files_id": {"$lt": cutoff}})
                     if fid not in known and fid not in referenced]
         return orphans
-
-    def iter_ids(self) -> Iterator[ObjectId]:
-        for doc in self.files.find({"metadata.project": self.project}, {"_id": 1}):
-            yield doc["_id"]

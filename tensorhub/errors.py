@@ -54,9 +54,5 @@ class IllegalTransition(TaskError):
     """Raised when a task state change is not allowed by the task state machine."""
 
 
-class LeaseLost(TaskError):
-    """Raised when a runner acts on a claim that another party has already ended."""
-
-
 class TaskTimeout(TaskError, TimeoutError):
     """Raised when waiting for tasks gives up before they are all finished."""

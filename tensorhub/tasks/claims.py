@@ -12,7 +12,7 @@ import datetime as dt
 import os
 import socket
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bson import ObjectId
@@ -40,7 +40,6 @@ class Claim:
     token: str
     runner: dict[str, Any]
     lease_seconds: float
-    claimed_at: dt.datetime = field(default_factory=utcnow)
 
     @property
     def task_id(self) -> ObjectId:
@@ -110,7 +109,7 @@ class ClaimBook:
                                by="claim-abandoned")
             return None
         task = self.tasks.find_one({"_id": task_id})
-        claim = Claim(task, seq + 1, token, runner, lease_seconds, now) if task else None
+        claim = Claim(task, seq + 1, token, runner, lease_seconds) if task else None
         if claim is None or self._ended_by_other(claim):  # skipped as stale while we were slow
             return None
         return claim
