@@ -146,26 +146,22 @@ def tasks_output(uri: str, project: str, task_id: str) -> None:
     click.echo(_hub(uri, project).task_output(task_id), nl=False)
 
 
-@main.command("models")
-@uri_option
-@project_option
-@click.option("--name", default=None)
-@reports_errors
-def models(uri: str, project: str, name: str | None) -> None:
-    """List models (newest first) without loading them."""
-    for rec in _hub(uri, project).list_models(name):
-        click.echo(f"{rec.name} v{rec.version}  {rec.created_at:%Y-%m-%d %H:%M}  {rec.summary}  {rec.fields}")
+def _record_list(kind: str) -> Callable[..., None]:
+    """``tensorhub models`` / ``tensorhub datasets``: one line per record, nothing loaded."""
+    @uri_option
+    @project_option
+    @click.option("--name", default=None)
+    @reports_errors
+    def command(uri: str, project: str, name: str | None) -> None:
+        for rec in getattr(_hub(uri, project), f"list_{kind}")(name):
+            click.echo(f"{rec.name} v{rec.version}  {rec.created_at:%Y-%m-%d %H:%M}  {rec.size / 1e6:.1f} MB  "
+                       f"{rec.summary}  {rec.fields}")
+    command.__doc__ = f"List {kind} (newest first) without loading them."
+    return command
 
 
-@main.command("datasets")
-@uri_option
-@project_option
-@click.option("--name", default=None)
-@reports_errors
-def datasets(uri: str, project: str, name: str | None) -> None:
-    """List datasets (newest first) without loading them."""
-    for rec in _hub(uri, project).list_datasets(name):
-        click.echo(f"{rec.name} v{rec.version}  {rec.size / 1e6:.1f} MB  {rec.summary}  {rec.fields}")
+for _kind in ("models", "datasets"):
+    main.command(_kind)(_record_list(_kind))
 
 
 @main.command("orphans")
