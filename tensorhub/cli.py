@@ -23,10 +23,10 @@ project_option = click.option("--project", envvar="TENSORHUB_PROJECT", required=
                               help="Project name (what TensorHub calls project_name).")
 
 
-def _hub(uri: str, project: str) -> Any:
+def _hub(uri: str, project: str, **client_options: Any) -> Any:
     from tensorhub.hub import TensorHub
 
-    return TensorHub(uri, project_name=project)
+    return TensorHub(uri, project_name=project, **client_options)
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -74,10 +74,7 @@ def runner(uri: str, project: str, task_name: str | None, gpus: str | None, slot
     # A runner must never sit in one server call longer than a fraction of its lease: it has
     # to notice a lost server in time to kill its tasks before another runner may take them.
     call_ms = max(1000, int(lease_seconds * 1000 / 8))
-    from tensorhub.hub import TensorHub
-
-    hub = TensorHub(uri, project_name=project, timeout_ms=call_ms, socketTimeoutMS=call_ms,
-                    connectTimeoutMS=call_ms)
+    hub = _hub(uri, project, timeout_ms=call_ms, socketTimeoutMS=call_ms, connectTimeoutMS=call_ms)
     if hub.embedded:
         raise click.UsageError("a runner in its own process cannot share the embedded mongomock:// store; "
                                "use hub.run_tasks() in the distributor's process, or a MongoDB URI")

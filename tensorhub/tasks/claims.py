@@ -171,8 +171,7 @@ class ClaimBook:
         if end is None or _aware(end["taken_at"]) >= now - STALE_TICKET:
             return False
         if end.get("by") == "cancel":
-            return states.transition(self.tasks, task["_id"], RUNNING, states.CANCELLED, {"seq": seq},
-                                     {"finished_at": now, "lease": None})
+            return self._mark_cancelled(task["_id"], seq)
         error = {"type": "OutcomeLost", "message": f"the attempt was ended by {end.get('by')} "
                  "but its outcome never reached the server"}
         return self._end(task, seq, Outcome("failed", error=error))
@@ -224,7 +223,10 @@ class ClaimBook:
         if not states.take_ticket(self.claims, states.end_ticket(task["_id"], seq), uuid.uuid4().hex,
                                   task_id=task["_id"], by="cancel"):
             return False
-        return states.transition(self.tasks, task["_id"], RUNNING, states.CANCELLED, {"seq": seq},
+        return self._mark_cancelled(task["_id"], seq)
+
+    def _mark_cancelled(self, task_id: ObjectId, seq: int) -> bool:
+        return states.transition(self.tasks, task_id, RUNNING, states.CANCELLED, {"seq": seq},
                                  {"finished_at": utcnow(), "lease": None})
 
     def cancel_pending(self, task: dict[str, Any]) -> bool:
@@ -235,6 +237,15 @@ class ClaimBook:
             return False
         return states.transition(self.tasks, task["_id"], PENDING, states.CANCELLED, {"seq": seq},
                                  {"seq": seq + 1, "finished_at": utcnow()})
+
+    def cancelled_but_still_held(self, task: dict[str, Any]) -> bool:
+        """True while a cancelled task's runner may not yet have noticed (its lease is still live)."""
+        seq = int(task.get("seq", 0))
+        lease = self.lease_of(task)
+        if lease is None or lease.get("purpose") != "run" or _aware(lease["expires_at"]) <= utcnow():
+            return False
+        return self.claims.find_one({"_id": states.end_ticket(task["_id"], seq), "by": "cancel"},
+                                    {"_id": 1}) is not None
 
     def lease_of(self, task: dict[str, Any]) -> dict[str, Any] | None:
         """The live lease document of a running task (heartbeat_at, expires_at, runner)."""

@@ -13,7 +13,6 @@ A task document reads in Studio3T as::
 """
 from __future__ import annotations
 
-import datetime as dt
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -225,20 +224,13 @@ class TaskQueue:
         query["status"] = {"$in": wanted}
         count = 0
         for task in self.tasks.find(query, {"status": 1, "attempts": 1, "max_attempts": 1, "seq": 1}):
-            if self._still_held(task):
+            if self.claims.cancelled_but_still_held(task):
                 continue  # just cancelled: its runner has not let go yet (at most one lease)
             count += states.transition(
                 self.tasks, task["_id"], task["status"], PENDING, {"seq": task.get("seq", 0)},
                 {"attempt_limit": int(task.get("attempts", 0)) + int(task.get("max_attempts", 1)),
                  "finished_at": None, "result": None, "error": None})
         return count
-
-    def _still_held(self, task: dict[str, Any]) -> bool:
-        lease = self.claims.lease_of(task)
-        return (lease is not None and lease.get("purpose") == "run"
-                and lease["expires_at"].replace(tzinfo=dt.timezone.utc) > utcnow()
-                and self.claims.claims.find_one({"_id": states.end_ticket(task["_id"], task.get("seq", 0)),
-                                                 "by": "cancel"}, {"_id": 1}) is not None)
 
     def delete(self, task_name: str | None = None, **kwargs: Any) -> int:
         """Delete matching tasks (running ones are cancelled first), their claims and blobs."""
