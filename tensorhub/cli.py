@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from tensorhub import defaults
 from tensorhub.errors import TensorHubError
 
 uri_option = click.option("--uri", envvar="TENSORHUB_URI", required=True, show_envvar=True,
@@ -53,10 +54,11 @@ def main() -> None:
 @click.option("--gpus", default=None, help="Comma-separated GPU ids; one task slot per GPU (sets CUDA_VISIBLE_DEVICES).")
 @click.option("--slots", default=1, show_default=True, help="Task slots when --gpus is not given.")
 @click.option("--max-tasks", type=int, default=None, help="Exit after running this many tasks.")
-@click.option("--lease-seconds", default=60.0, show_default=True, help="Lease length; renewed every third of it.")
-@click.option("--poll-interval", default=0.1, show_default=True,
+@click.option("--lease-seconds", default=defaults.LEASE_SECONDS, show_default=True,
+              help="Lease length; renewed every third of it.")
+@click.option("--poll-interval", default=defaults.POLL_INTERVAL, show_default=True,
               help="Longest wait between polls when idle (2 s when a change stream wakes us instead).")
-@click.option("--grace-seconds", default=30.0, show_default=True, help="On SIGTERM, how long running tasks may finish.")
+@click.option("--grace-seconds", default=defaults.GRACE_SECONDS, show_default=True, help="On SIGTERM, how long running tasks may finish.")
 @click.option("--allow-pickle", is_flag=True, help="Also run function tasks (dill): only if you trust who queues tasks.")
 @click.option("--log-level", default="INFO", show_default=True)
 @reports_errors
@@ -99,9 +101,9 @@ def tasks_list(uri: str, project: str, task_name: str | None, status: str | None
     """One line per task: id, name, status, attempts, result or error."""
     query = {"status": status} if status else {}
     for task in _hub(uri, project).find_tasks(task_name, **query):
-        detail = task.get("result") if task["status"] == "finished" else (task.get("error") or {}).get("message", "")
-        click.echo(f"{task['_id']}  {task['name']:<16} {task['status']:<9} attempts={task['attempts']}  "
-                   f"{task.get('hyper_parameters')}  {detail or ''}")
+        detail = task.result if task.status == "finished" else (task.error or {}).get("message", "")
+        click.echo(f"{task.id}  {task.task_name:<16} {task.status:<9} attempts={task.attempts}  "
+                   f"{task.hyper_parameters}  {detail or ''}")
 
 
 def _bulk(action: str) -> Callable[..., None]:

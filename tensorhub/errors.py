@@ -30,6 +30,10 @@ class InvalidField(InvalidArgument):
     """Raised when a keyword argument's name or value cannot be stored in MongoDB (names the key)."""
 
 
+class DocumentTooLarge(InvalidField):
+    """Raised when the fields given would make a document exceed MongoDB's 16 MB limit (names the field)."""
+
+
 class NotFound(TensorHubError, LookupError):
     """Raised when a record that must exist (a task id, a blob) does not."""
 
@@ -55,4 +59,8 @@ class IllegalTransition(TaskError):
 
 
 class TaskTimeout(TaskError, TimeoutError):
-    """Raised when waiting for tasks gives up before they are all finished."""
+    """Raised (and recorded as a task's ``error.type``) when a task runs past its ``timeout``."""
+
+
+class WaitTimeout(TaskError, TimeoutError):
+    """Raised when waiting for tasks (``wait_for_tasks``) gives up before they are all done."""

@@ -1,5 +1,9 @@
 """``TensorHub``: the one object users hold. It wires the stores together and keeps TensorLayer's
 method names; the work happens in ``records``, ``logs``, ``tasks`` and ``blobs``.
+
+Layers point one way: the stores (blobs, codecs, records, logs, tasks) know nothing of this
+facade; applications (the runner daemon, the CLI) use its methods and its one documented
+namespace for runners, :attr:`TensorHub.queue`.
 """
 from __future__ import annotations
 
@@ -12,48 +16,74 @@ from typing import Any
 from bson import ObjectId
 from pymongo.database import Database
 
+from tensorhub import defaults
 from tensorhub.blobs import BlobStore
 from tensorhub.connection import Connection, build_uri, connect
 from tensorhub.errors import InvalidArgument
-from tensorhub.fields import normalize_sort
 from tensorhub.logs import LogStore
-from tensorhub.records import Record, RecordStore
+from tensorhub.project import Project
+from tensorhub.records import Record, RecordStore, attach_record
 from tensorhub.tasks import local, search
 from tensorhub.tasks.claims import runner_identity
+from tensorhub.tasks.model import Task
 from tensorhub.tasks.queue import TaskQueue
 
 _indexed: set[tuple[int, str]] = set()
 _indexed_lock = threading.Lock()
+_UNSET: Any = object()
 
 
 class TensorHub:
     """A project's view of one MongoDB database: datasets, models, logs, metrics and tasks.
 
-    >>> hub = TensorHub("mongomock://", project_name="mnist")        # embedded, nothing to install
-    >>> hub = TensorHub("mongodb://user:pw@hub.lab:27017/ml?authSource=admin", project_name="mnist")
-    >>> hub = TensorHub(ip="localhost", port=27017, dbname="temp", username="ann", password="pw",
-    ...                 project_name="tutorial")                       # TensorLayer's form
+    >>> hub = TensorHub("mongomock://", project_name="mnist")       # embedded, nothing to install
+    >>> hub.project_name
+    'mnist'
+
+    Other forms (not run here: they need a server)::
+
+        TensorHub("mongodb://user:pw@hub.lab:27017/ml?authSource=admin", project_name="mnist")
+        TensorHub(ip="localhost", port=27017, dbname="temp", username=None, password="password",
+                  project_name="tutorial")                          # TensorLayer's keywords
+        TensorHub("localhost", 27017, "temp", None, "password", "tutorial")   # ... and its order
+
+    ``project_name=None`` (TensorLayer's default) is a project of its own, stored as ``null``.
     """
 
-    def __init__(self, uri: str | None = None, project_name: str = "default", *,
-                 ip: str | None = None, port: int = 27017, dbname: str = "tensorhub",
+    def __init__(self, uri: str | None = None, *args: Any, project_name: Any = _UNSET,
+                 ip: str | None = None, port: int | None = None, dbname: str | None = None,
                  username: str | None = None, password: str | None = None,
-                 auth_source: str | None = None, timeout_ms: int = 5000, **client_options: Any) -> None:
-        if not isinstance(project_name, str) or not project_name:
-            raise InvalidArgument(f"project_name must be a non-empty string, got {project_name!r}")
+                 auth_source: str | None = None, timeout_ms: int = defaults.SERVER_TIMEOUT_MS,
+                 **client_options: Any) -> None:
+        if uri is not None and not (isinstance(uri, str) and "://" in uri):
+            legacy = _tensorlayer_positional([uri, *args], dict(
+                ip=ip, port=port, dbname=dbname, username=username, password=password,
+                project_name=None if project_name is _UNSET else project_name))
+            ip, port, dbname = legacy["ip"], legacy["port"], legacy["dbname"]
+            username, password = legacy["username"], legacy["password"]
+            project_name, uri = legacy["project_name"], None
+        elif len(args) > 1 or (args and project_name is not _UNSET):
+            raise InvalidArgument("after the URI only project_name may be positional: "
+                                  "TensorHub('mongodb://host/db', project_name='mnist')")
+        elif args:
+            project_name = args[0]
         if uri is None:
-            uri = build_uri(ip or "localhost", port, dbname, username, password, auth_source)
+            uri = build_uri(ip or "localhost", 27017 if port is None else port,
+                            dbname or defaults.DATABASE, username, password, auth_source)
         elif ip is not None or username is not None:
             raise InvalidArgument("give either uri or ip/port/dbname/username/password, not both")
+        self.project_name: str | None = None if project_name is _UNSET else project_name
+        project = Project(self.project_name)
         self._connection: Connection = connect(uri, timeout_ms=timeout_ms, **client_options)
-        self.uri = uri
-        self.project_name = project_name
         self.db: Database = self._connection.db
-        self.blobs = BlobStore(self.db, project_name)
-        self.datasets = RecordStore(self.db["datasets"], self.blobs, project_name, dedupe=True)
-        self.models = RecordStore(self.db["models"], self.blobs, project_name, dedupe=False)
-        self.logs = LogStore(self.db, project_name)
-        self.tasks = TaskQueue(self.db, self.blobs, project_name)
+        self._blobs = BlobStore(self.db, project.name)
+        self._datasets = RecordStore(self.db["datasets"], self._blobs, project, "dataset_name",
+                                     self._referenced, dedupe=True)
+        self._models = RecordStore(self.db["models"], self._blobs, project, "model_name",
+                                   self._referenced, dedupe=False)
+        self._logs = LogStore(self.db, project)
+        self.queue = TaskQueue(self.db, self._blobs, project)
+        """The task queue, for runners and tools: ``claim_next``, ``begin``, ``heartbeat``, ``finish``."""
         self._ensure_indexes()
 
     def _ensure_indexes(self) -> None:
@@ -61,14 +91,34 @@ class TensorHub:
         with _indexed_lock:
             if key in _indexed:
                 return
-            for store in (self.blobs, self.datasets, self.models, self.logs, self.tasks):
+            for store in (self._blobs, self._datasets, self._models, self._logs, self.queue):
                 store.ensure_indexes()
             _indexed.add(key)
+
+    def _referenced(self, blob_ids: list[ObjectId]) -> set[ObjectId]:
+        """Which of ``blob_ids`` any document still references (so they must be kept)."""
+        found: set[ObjectId] = set()
+        for store in (self._datasets, self._models, self.queue):
+            found |= store.referenced(blob_ids)
+        return found
 
     @property
     def embedded(self) -> bool:
         """True for the in-process ``mongomock://`` store."""
         return self._connection.embedded
+
+    @property
+    def uri(self) -> str:
+        """The URI with its password hidden (safe to print or log)."""
+        return self._connection.display_uri
+
+    def open_again(self, **client_options: Any) -> "TensorHub":
+        """A new hub on the same server and project (for another thread or a child process)."""
+        return TensorHub(self._connection.uri, self.project_name, **client_options)
+
+    def connection_uri(self) -> str:
+        """The full URI, password included: only for handing to a child process, never to print."""
+        return self._connection.uri
 
     def close(self) -> None:
         """Close the client (the embedded store is shared in-process and stays)."""
@@ -88,111 +138,116 @@ class TensorHub:
 
     # -- datasets ------------------------------------------------------------------------------
     def save_dataset(self, dataset: Any, dataset_name: str, allow_pickle: bool = False, **kwargs: Any) -> Record:
-        """Store arrays / tuples / dicts of arrays / DataFrames under ``dataset_name``.
+        """Store arrays / tuples / dicts of arrays / DataFrames under ``dataset_name`` as its next version.
 
-        Same content as an existing version returns that version; new content is the next version.
+        Identical bytes are stored once, but every save gets its own record with its own keywords.
 
-        >>> hub.save_dataset((X_train, y_train, X_test, y_test), "mnist", description="digits")
+        >>> hub.save_dataset((X_train, y_train, X_test, y_test), "mnist", description="digits")  # doctest: +SKIP
         """
-        return self.datasets.save(dataset, dataset_name, allow_pickle, **kwargs)
+        return self._datasets.save(dataset, dataset_name, allow_pickle, **kwargs)
 
     def find_top_dataset(self, dataset_name: str | None = None, sort: Any = None,
                          allow_pickle: bool = False, **kwargs: Any) -> Any:
-        """The best-matching dataset, loaded (newest unless ``sort``/``version`` say otherwise); ``None`` if none.
+        """The best-matching dataset, loaded (newest unless ``sort`` says otherwise); ``None`` if none.
 
-        >>> X_train, y_train, X_test, y_test = hub.find_top_dataset("mnist")
-        >>> old = hub.find_top_dataset("mnist", version=1)
+        >>> X_train, y_train, X_test, y_test = hub.find_top_dataset("mnist")      # doctest: +SKIP
+        >>> old = hub.find_top_dataset("mnist", version=1)                         # doctest: +SKIP
         """
-        record = self.datasets.find_top(dataset_name, sort, **kwargs)
+        record = self._datasets.find_top(dataset_name, sort, **kwargs)
         return None if record is None else record.load(allow_pickle)
 
-    def find_datasets(self, dataset_name: str | None = None, allow_pickle: bool = False,
+    def find_datasets(self, dataset_name: str | None = None, allow_pickle: bool = False, sort: Any = None,
                       **kwargs: Any) -> list[Any]:
         """All matching datasets, loaded, newest first (use :meth:`list_datasets` to skip loading)."""
-        return [record.load(allow_pickle) for record in self.datasets.find(dataset_name, **kwargs)]
+        return [record.load(allow_pickle) for record in self._datasets.find(dataset_name, sort, 0, **kwargs)]
 
     def list_datasets(self, dataset_name: str | None = None, sort: Any = None, **kwargs: Any) -> list[Record]:
         """Matching dataset records (name, version, fields, size) without reading any bytes."""
-        return self.datasets.find(dataset_name, sort, **kwargs)
+        return self._datasets.find(dataset_name, sort, **kwargs)
 
     def delete_datasets(self, dataset_name: str | None = None, **kwargs: Any) -> int:
-        """Delete matching datasets and their bytes; returns how many went.
+        """Delete matching datasets (and their bytes, unless another record shares them).
 
-        >>> hub.delete_datasets("mnist", version={"$lt": 3})
+        >>> hub.delete_datasets("mnist", version={"$lt": 3})                      # doctest: +SKIP
         """
-        return self.datasets.delete(dataset_name, **kwargs)
+        return self._datasets.delete(dataset_name, **kwargs)
 
     # -- models --------------------------------------------------------------------------------
     def save_model(self, network: Any, model_name: str = "model", allow_pickle: bool = False,
                    **kwargs: Any) -> Record:
         """Store a tf.keras model (or a list/dict of weight arrays) with queryable metadata.
 
-        >>> hub.save_model(model, model_name="mlp", test_accuracy=0.97, hp={"n_units": 800})
+        >>> hub.save_model(model, model_name="mlp", test_accuracy=0.97, name="second_model")  # doctest: +SKIP
         """
-        return self.models.save(network, model_name, allow_pickle, **kwargs)
+        return self._models.save(network, model_name, allow_pickle, **kwargs)
 
-    def find_top_model(self, sort: Any = None, model_name: str | None = "model",
-                       allow_pickle: bool = False, **kwargs: Any) -> Any:
+    def find_top_model(self, sort: Any = None, model_name: str | None = "model", allow_pickle: bool = False,
+                       sess: Any = None, **kwargs: Any) -> Any:
         """The best-matching model, loaded, or ``None``. Its fields ride along on the object.
 
-        >>> net = hub.find_top_model(sort=[("test_accuracy", -1)], model_name="mlp")
-        >>> net._test_accuracy, net.hub_record.version
+        ``sess`` is TensorLayer's TF1 session argument, accepted and unused (Keras needs none).
+
+        >>> net = hub.find_top_model(sort=[("test_accuracy", -1)], model_name="mlp")  # doctest: +SKIP
+        >>> net._test_accuracy, net.hub_record.version                                # doctest: +SKIP
         """
-        record = self.models.find_top(model_name, sort, **kwargs)
+        record = self._models.find_top(model_name, sort, **kwargs)
         if record is None:
             return None
         return attach_record(record.load(allow_pickle), record)
 
     def list_models(self, model_name: str | None = None, sort: Any = None, **kwargs: Any) -> list[Record]:
         """Matching model records without loading weights; ``record.load()`` loads one."""
-        return self.models.find(model_name, sort, **kwargs)
+        return self._models.find(model_name, sort, **kwargs)
 
     def delete_model(self, model_name: str | None = None, **kwargs: Any) -> int:
         """Delete matching models and their bytes; returns how many went."""
-        return self.models.delete(model_name, **kwargs)
+        return self._models.delete(model_name, **kwargs)
 
     # -- logs and metrics ----------------------------------------------------------------------
     def save_training_log(self, **kwargs: Any) -> ObjectId:
         """``hub.save_training_log(epoch=1, loss=0.3, model_name="mlp")``"""
-        return self.logs.save_log("training", kwargs)
+        return self._logs.save_log("training", kwargs)
 
     def save_validation_log(self, **kwargs: Any) -> ObjectId:
-        return self.logs.save_log("validation", kwargs)
+        """``hub.save_validation_log(epoch=1, accuracy=0.9)``"""
+        return self._logs.save_log("validation", kwargs)
 
     def save_testing_log(self, **kwargs: Any) -> ObjectId:
-        return self.logs.save_log("testing", kwargs)
+        """``hub.save_testing_log(accuracy=0.91)``"""
+        return self._logs.save_log("testing", kwargs)
 
     def delete_training_log(self, **kwargs: Any) -> int:
-        return self.logs.delete_logs("training", kwargs)
+        return self._logs.delete_logs("training", kwargs)
 
     def delete_validation_log(self, **kwargs: Any) -> int:
-        return self.logs.delete_logs("validation", kwargs)
+        return self._logs.delete_logs("validation", kwargs)
 
     def delete_testing_log(self, **kwargs: Any) -> int:
-        return self.logs.delete_logs("testing", kwargs)
+        return self._logs.delete_logs("testing", kwargs)
 
-    def find_logs(self, kind: str | None = None, **kwargs: Any) -> Any:
-        """Logs as a pandas DataFrame: ``hub.find_logs("training", model_name="mlp")``."""
-        return self.logs.find_logs(kind, kwargs)
+    def find_logs(self, kind: str | None = None, sort: Any = None, **kwargs: Any) -> Any:
+        """Logs as a pandas DataFrame, oldest first: ``hub.find_logs("training", model_name="mlp")``."""
+        return self._logs.find_logs(kind, kwargs, sort)
 
     def log_metrics(self, run: str, step: int | None = None, epoch: int | None = None, **values: Any) -> None:
         """One metrics point: ``hub.log_metrics("run-1", step=10, loss=0.2)``."""
-        self.logs.log_metrics(run, step, epoch, **values)
+        self._logs.log_metrics(run, step, epoch, **values)
 
     def log_metric_rows(self, run: str, rows: Iterable[Mapping[str, Any]]) -> int:
-        return self.logs.log_metric_rows(run, rows)
+        """Many metrics points in one round trip: ``[{"step": 1, "loss": 0.3}, ...]``."""
+        return self._logs.log_metric_rows(run, rows)
 
     def find_metrics(self, run: str | None = None, **kwargs: Any) -> Any:
         """Metrics as a DataFrame ordered by run and step: ``hub.find_metrics(run="run-1")``."""
-        return self.logs.find_metrics(run, **kwargs)
+        return self._logs.find_metrics(run, **kwargs)
 
     def delete_metrics(self, run: str | None = None, **kwargs: Any) -> int:
-        return self.logs.delete_metrics(run, **kwargs)
+        return self._logs.delete_metrics(run, **kwargs)
 
     # -- tasks: the distributor's side ---------------------------------------------------------
     def create_task(self, task_name: str, script: str | os.PathLike[str] | None = None,
-                    hyper_parameters: dict[str, Any] | None = None,
-                    saved_result_keys: Iterable[str] | None = None, **kwargs: Any) -> ObjectId:
+                    hyper_parameters: Mapping[str, Any] | None = None,
+                    saved_result_keys: Iterable[str] | str | None = None, **kwargs: Any) -> ObjectId:
         """Queue one run of ``script`` (a file, stored with the task) with these hyperparameters.
 
         Options: ``source=`` (code text instead of a file), ``function=`` (a callable, shipped with
@@ -200,86 +255,85 @@ class TensorHub:
         ``timeout=`` seconds; other kwargs are queryable fields of the task.
 
         >>> hub.create_task("mnist", script="train.py", hyper_parameters={"n_units": 800},
-        ...                 saved_result_keys=["test_accuracy"], priority=5, timeout=3600)
+        ...                 saved_result_keys=["test_accuracy"], priority=5, timeout=3600)  # doctest: +SKIP
         """
-        return self.tasks.create(task_name, script, hyper_parameters, saved_result_keys, **kwargs)
+        return self.queue.create(task_name, script, hyper_parameters, saved_result_keys, **kwargs)
 
     def create_grid_tasks(self, task_name: str, script: str | os.PathLike[str] | None = None,
                           grid: Mapping[str, Sequence[Any]] | None = None,
-                          hyper_parameters: dict[str, Any] | None = None, **kwargs: Any) -> list[ObjectId]:
+                          hyper_parameters: Mapping[str, Any] | None = None, **kwargs: Any) -> list[ObjectId]:
         """One task per combination of ``grid`` (merged over fixed ``hyper_parameters``).
 
         >>> hub.create_grid_tasks("mnist", "train.py", grid={"n_units": [200, 800], "lr": [0.1, 0.01]},
-        ...                       saved_result_keys=["test_accuracy"])          # 4 tasks
+        ...                       saved_result_keys=["test_accuracy"])          # doctest: +SKIP
         """
-        return [self.create_task(task_name, script, {**(hyper_parameters or {}), **combo}, **kwargs)
+        return [self.create_task(task_name, script, {**_mapping(hyper_parameters), **combo}, **kwargs)
                 for combo in search.grid(grid or {})]
 
     def create_random_tasks(self, task_name: str, script: str | os.PathLike[str] | None = None,
                             grid: Mapping[str, Sequence[Any]] | None = None, n: int | None = None,
                             fraction: float | None = None, seed: int | None = None,
-                            hyper_parameters: dict[str, Any] | None = None, **kwargs: Any) -> list[ObjectId]:
+                            hyper_parameters: Mapping[str, Any] | None = None, **kwargs: Any) -> list[ObjectId]:
         """Tasks for ``n`` distinct random combinations of ``grid`` (or a ``fraction`` of it)."""
-        return [self.create_task(task_name, script, {**(hyper_parameters or {}), **combo}, **kwargs)
+        return [self.create_task(task_name, script, {**_mapping(hyper_parameters), **combo}, **kwargs)
                 for combo in search.sample(grid or {}, n, fraction, seed)]
 
     def check_unfinished_task(self, task_name: str | None = None, **kwargs: Any) -> bool:
         """True while any matching task is pending or running."""
-        return self.tasks.has_unfinished(task_name, **kwargs)
+        return self.queue.has_unfinished(task_name, **kwargs)
 
     def wait_for_tasks(self, task_name: str | None = None, timeout: float | None = None,
-                       poll_interval: float = 1.0, progress: bool = True, **kwargs: Any) -> dict[str, int]:
+                       poll_interval: float = defaults.WAIT_POLL_INTERVAL, progress: bool = True,
+                       **kwargs: Any) -> dict[str, int]:
         """Block (with a progress bar) until no matching task is pending or running.
 
-        Returns the counts per status; raises :class:`~tensorhub.errors.TaskTimeout` after ``timeout`` s.
+        Returns the counts per status; raises :class:`~tensorhub.errors.WaitTimeout` after ``timeout`` s.
         """
-        return self.tasks.wait(task_name, timeout, poll_interval, progress, **kwargs)
+        return self.queue.wait(task_name, timeout, poll_interval, progress, **kwargs)
 
-    def find_tasks(self, task_name: str | None = None, **kwargs: Any) -> list[dict[str, Any]]:
-        """Task documents (status, attempts, times, runner, result, error), oldest first.
+    def find_tasks(self, task_name: str | None = None, sort: Any = None, **kwargs: Any) -> list[Task]:
+        """Tasks (status, attempts, times, runner, result, error), oldest first unless ``sort``.
 
-        >>> [t["result"] for t in hub.find_tasks("mnist", status="finished")]
+        >>> [t.result for t in hub.find_tasks("mnist", status="finished")]      # doctest: +SKIP
         """
-        return self.tasks.find(task_name, **kwargs)
+        return self.queue.find(task_name, sort, **kwargs)
 
-    def get_task(self, task_id: ObjectId | str) -> dict[str, Any]:
-        """One task document by id (:class:`~tensorhub.errors.NotFound` if there is none)."""
-        return self.tasks.get(task_id)
+    def get_task(self, task_id: ObjectId | str) -> Task:
+        """One task by id (:class:`~tensorhub.errors.NotFound` if there is none)."""
+        return self.queue.get(task_id)
 
     def task_counts(self, task_name: str | None = None, **kwargs: Any) -> dict[str, int]:
         """How many matching tasks are in each status."""
-        return self.tasks.counts(task_name, **kwargs)
+        return self.queue.counts(task_name, **kwargs)
 
     def task_output(self, task_id: ObjectId | str) -> str:
         """The full stdout/stderr of the task's last attempt on a runner."""
-        return self.tasks.output(task_id)
+        return self.queue.output(task_id)
 
     def cancel_tasks(self, task_name: str | None = None, **kwargs: Any) -> int:
         """Cancel pending and running tasks; runners kill running ones within a heartbeat."""
-        return self.tasks.cancel(task_name, **kwargs)
+        return self.queue.cancel(task_name, **kwargs)
 
     def requeue_tasks(self, task_name: str | None = None, statuses: Iterable[str] = ("failed",),
                       **kwargs: Any) -> int:
         """Put failed (or ``statuses``) tasks back to pending with a fresh ``max_attempts`` budget."""
-        return self.tasks.requeue(task_name, statuses, **kwargs)
+        return self.queue.requeue(task_name, statuses, **kwargs)
 
     def delete_tasks(self, task_name: str | None = None, **kwargs: Any) -> int:
         """Delete matching tasks (cancelling running ones) with their claims and stored output."""
-        return self.tasks.delete(task_name, **kwargs)
+        return self.queue.delete(task_name, **kwargs)
 
-    def run_top_task(self, task_name: str | None = None, sort: Any = None, lease_seconds: float = 60.0,
-                     allow_pickle: bool = False, **kwargs: Any) -> dict[str, Any] | None:
-        """Claim the top pending task and run it in this process; its final document, or ``None``.
+    def run_top_task(self, task_name: str | None = None, sort: Any = None,
+                     lease_seconds: float = defaults.LEASE_SECONDS, allow_pickle: bool = False,
+                     **kwargs: Any) -> Task | None:
+        """Claim the top pending task and run it in this process; the task as it ended, or ``None``.
 
-        >>> while hub.run_top_task("mnist"): pass          # TensorLayer's worker loop
+        >>> while hub.run_top_task("mnist"): pass          # TensorLayer's worker loop  # doctest: +SKIP
+        >>> hub.run_top_task("mnist", sort=[("time", -1)])  # the newest first          # doctest: +SKIP
         """
-        query = self.tasks.query(task_name, kwargs)
-        query["code.kind"] = {"$in": ["script", "function"] if allow_pickle else ["script"]}
-        order = normalize_sort(sort)
-        self.tasks.claims.reap_expired()  # a crashed worker's task comes back before we look
-        claim = self.tasks.claims.claim_next(query, runner_identity(), lease_seconds,
-                                             None if order is None else order + [("_id", 1)])
-        return None if claim is None else local.run_claim(self, claim)
+        self.queue.reap_expired()  # a crashed worker's task comes back before we look
+        claim = self.queue.claim_next(runner_identity(), lease_seconds, task_name, kwargs, allow_pickle, sort)
+        return None if claim is None else local.run_claim(self.queue, claim, lambda: self)
 
     def run_tasks(self, task_name: str | None = None, max_tasks: int | None = None,
                   allow_pickle: bool = False, **kwargs: Any) -> int:
@@ -292,47 +346,40 @@ class TensorHub:
 
     # -- housekeeping --------------------------------------------------------------------------
     def find_orphan_blobs(self, older_than: dt.timedelta = dt.timedelta(hours=24)) -> list[ObjectId]:
-        """Blobs nothing references (left by crashed saves) that started uploading before ``older_than``.
+        """This project's blobs nothing references (left by crashed saves), older than ``older_than``.
 
         Keep ``older_than`` longer than your slowest upload: chunks of an upload still in flight
         look exactly like those of a crashed one.
         """
-        referenced = {bid for store in (self.datasets, self.models) for doc in store.iter_all()
-                      for bid in doc.get("blob_ids", [])}
-        referenced |= self.tasks.referenced_blob_ids()
-        return self.blobs.find_orphans(referenced, older_than)
+        return list(self._blobs.iter_orphans(self._referenced, older_than))
 
     def delete_orphan_blobs(self, older_than: dt.timedelta = dt.timedelta(hours=24)) -> int:
         """Delete what :meth:`find_orphan_blobs` finds; returns how many blobs went."""
-        orphans = self.find_orphan_blobs(older_than)
-        self.blobs.delete(orphans)
-        return len(orphans)
+        return self._blobs.delete_orphans(self._referenced, older_than)
 
 
-class _AttrList(list):  # type: ignore[type-arg]
-    """A list that can carry the record's fields as attributes."""
+_POSITIONAL = ("ip", "port", "dbname", "username", "password", "project_name")
 
 
-class _AttrDict(dict):  # type: ignore[type-arg]
-    """A dict that can carry the record's fields as attributes."""
+def _tensorlayer_positional(values: list[Any], keywords: dict[str, Any]) -> dict[str, Any]:
+    """Map positional arguments in TensorLayer's order onto their names, refusing doubles."""
+    given = list(values)
+    if len(given) > len(_POSITIONAL):
+        raise InvalidArgument("TensorHub takes at most (ip, port, dbname, username, password, project_name) "
+                              "positionally, as TensorLayer does; or use keywords: TensorHub(ip='localhost', "
+                              "port=27017, dbname='temp', project_name='tutorial')")
+    named = dict(zip(_POSITIONAL, given))
+    for key, value in keywords.items():
+        if value is not None and key in named and named[key] != value:
+            raise InvalidArgument(f"{key} given both by position and by keyword; use keywords: TensorHub("
+                                  "ip='localhost', port=27017, dbname='temp', project_name='tutorial')")
+        named.setdefault(key, value)
+    return named  # every name present: the keywords filled what was not given by position
 
 
-class _AttrTuple(tuple):  # type: ignore[type-arg]
-    """A tuple that can carry the record's fields as attributes."""
-
-
-def attach_record(obj: Any, record: Record) -> Any:
-    """Expose a record on its loaded object: ``obj.hub_record`` and TensorLayer's ``obj._<field>``."""
-    wrappers: Sequence[tuple[type, type]] = ((list, _AttrList), (dict, _AttrDict), (tuple, _AttrTuple))
-    for plain, wrapped in wrappers:
-        if type(obj) is plain:
-            obj = wrapped(obj)
-    attributes = {"hub_record": record, "_name": record.name, "_version": record.version,
-                  "_created_at": record.created_at, "_id": record.id}
-    attributes.update({f"_{key}": value for key, value in record.fields.items()})
-    try:
-        for key, value in attributes.items():
-            setattr(obj, key, value)
-    except (AttributeError, TypeError):
-        pass  # e.g. numpy arrays take no attributes: use list_models() records instead
-    return obj
+def _mapping(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidArgument(f"hyper_parameters must be a dict of name -> value, got {type(value).__name__}")
+    return dict(value)

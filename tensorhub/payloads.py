@@ -17,6 +17,7 @@ import bson
 from tensorhub.blobs import BlobRef, BlobStore
 from tensorhub.codecs import codec_for, codec_named
 from tensorhub.errors import CodecError, PickleNotAllowed
+from tensorhub.fields import to_bson_value
 
 INLINE_TYPES = (bool, int, float, str, type(None))
 OpenSink = Callable[[str, str], Any]  # (filename, format) -> writable context manager with .ref
@@ -49,7 +50,7 @@ class HashSink:
 def encode(obj: Any, open_sink: OpenSink, allow_pickle: bool, path: str = "payload") -> dict[str, Any]:
     """Encode ``obj`` into a tree document, streaming every leaf through ``open_sink``."""
     if isinstance(obj, INLINE_TYPES):
-        return {"type": "value", "value": obj}
+        return {"type": "value", "value": to_bson_value(obj, path)}
     if isinstance(obj, (tuple, list)):
         return {"type": type(obj).__name__,
                 "items": [encode(v, open_sink, allow_pickle, f"{path}[{i}]") for i, v in enumerate(obj)]}
@@ -63,9 +64,12 @@ def encode(obj: Any, open_sink: OpenSink, allow_pickle: bool, path: str = "paylo
             "(numpy arrays, DataFrames, Keras models, and lists/tuples/dicts of them do); "
             "pass allow_pickle=True to store it with dill")
     with open_sink(path, codec.file_format) as sink:
-        info = codec.encode(obj, sink)
-    return {"type": "blob", "codec": codec.name, "schema": codec.schema, "info": _storable(info),
+        info = codec.encode(obj, sink, allow_pickle)
+    node = {"type": "blob", "codec": codec.name, "schema": codec.schema, "info": _storable(info),
             "blob": sink.ref.to_doc()}
+    if codec.needs_pickle or info.get("unsafe"):
+        node["unsafe"] = True  # loading it can run code: only with allow_pickle
+    return node
 
 
 def _storable(info: dict[str, Any]) -> dict[str, Any]:
@@ -88,9 +92,14 @@ def decode(node: dict[str, Any], blobs: BlobStore, allow_pickle: bool) -> Any:
     if kind == "dict":
         return {e["key"]: decode(e["value"], blobs, allow_pickle) for e in node["entries"]}
     if kind == "blob":
+        if node.get("unsafe") and not allow_pickle:
+            raise PickleNotAllowed(
+                f"this record holds a {node['codec']} payload whose loading can run code "
+                f"({node.get('info', {}).get('unsafe_reason', 'pickled objects')}); pass "
+                "allow_pickle=True if you trust who saved it")
         codec = codec_named(node["codec"], allow_pickle)
         with blobs.open_reader(node["blob"]["id"]) as src:
-            obj = codec.decode(src, node.get("info", {}))
+            obj = codec.decode(src, {**node.get("info", {}), "unsafe": bool(node.get("unsafe"))})
             src.verify_rest()
         return obj
     raise CodecError(f"unknown payload node type {kind!r} (written by a newer tensorhub?)")

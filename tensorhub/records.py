@@ -1,20 +1,26 @@
 """Named, versioned records that point at blobs: what datasets and models have in common.
 
-A record document reads in Studio3T as::
+A model document reads in Studio3T as TensorLayer's did, the user's keywords at the top::
 
-    {_id, project: "mnist", name: "mlp", version: 3, created_at: <UTC date>,
-     test_accuracy: 0.97, hp: {n_units: 800},          # the user's kwargs, as given
-     summary: "keras Sequential", size: 1234567, sha256: "…",
-     payload: {type: "blob", codec: "keras", info: {architecture: {…}}, blob: {id, size, sha256, format}},
-     blob_ids: [ObjectId(…)]}
+    {_id, model_name: "mlp", version: 3, time: <UTC date>,
+     test_accuracy: 0.97, name: "second_model", hp: {n_units: 800},     # the user's kwargs, as given
+     _hub: {project: "mnist", version: 3, created_at: <UTC date>, sha256: "…", size: 1234567,
+            summary: "keras Sequential", payload: {type: "blob", codec: "keras", …}, blob_ids: […]}}
+
+``_hub`` holds the hub's bookkeeping, out of the way of any keyword. ``time`` (the creation time)
+and ``version`` (the hub's version number) are filled in at the top level for TensorLayer's
+queries and sorts, unless the user passes their own, which are then stored as given; the hub's own
+values always stay in ``_hub``.
 
 The bytes are written (and committed) before the document that references them is inserted, so a
-crash leaves at worst an orphan blob, never a document pointing at missing bytes.
+crash leaves at worst an orphan blob, never a document pointing at missing bytes. Identical
+content is stored once: a second save of the same dataset gets its own record (and version, and
+keywords) pointing at the same blobs, and a blob is deleted only when no record references it.
 """
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,21 +32,20 @@ from pymongo.errors import DuplicateKeyError
 from tensorhub import payloads
 from tensorhub.blobs import BlobStore
 from tensorhub.errors import InvalidArgument, TensorHubError
-from tensorhub.fields import build_query, clean_fields, normalize_sort, utcnow
+from tensorhub.fields import HUB, build_query, clean_fields, normalize_sort, utcnow, with_tiebreak
+from tensorhub.project import PROJECT_FIELD, Project
 
-RESERVED = frozenset({"_id", "project", "name", "version", "created_at", "payload", "summary",
-                      "size", "sha256", "blob_ids"})
-NOT_QUERYABLE = frozenset({"project", "payload", "blob_ids"})
-NEWEST_FIRST = [("created_at", DESCENDING), ("_id", DESCENDING)]
+NEWEST_FIRST = [(f"{HUB}.created_at", DESCENDING), ("_id", DESCENDING)]
 VERSION_RETRIES = 50
+IsReferenced = Callable[[list[ObjectId]], set[ObjectId]]
 
 
 @dataclass
 class Record:
     """A stored dataset or model, described without loading its bytes.
 
-    >>> rec = hub.list_models(model_name="mlp")[0]
-    >>> rec.version, rec.fields["test_accuracy"], rec.load()
+    >>> rec = hub.list_models(model_name="mlp")[0]                       # doctest: +SKIP
+    >>> rec.version, rec.fields["test_accuracy"], rec.load()            # doctest: +SKIP
     """
 
     id: ObjectId
@@ -56,104 +61,172 @@ class Record:
 
     def load(self, allow_pickle: bool = False) -> Any:
         """Read and verify the bytes, and rebuild the object."""
-        return payloads.decode(self.document["payload"], self._store.blobs, allow_pickle)
+        return payloads.decode(self.document[HUB]["payload"], self._store.blobs, allow_pickle)
+
+    @property
+    def blob_ids(self) -> list[ObjectId]:
+        return list(self.document[HUB].get("blob_ids", []))
 
 
 class RecordStore:
     """One collection of named, versioned records of one project."""
 
-    def __init__(self, collection: Collection, blobs: BlobStore, project: str, *, dedupe: bool) -> None:
+    def __init__(self, collection: Collection, blobs: BlobStore, project: Project, name_field: str,
+                 is_referenced: IsReferenced, *, dedupe: bool) -> None:
         self.collection = collection
         self.blobs = blobs
         self.project = project
+        self.name_field = name_field          # "dataset_name" / "model_name", as in TensorLayer
+        self.is_referenced = is_referenced    # which blob ids some record (anywhere) still uses
         self.dedupe = dedupe
 
     def ensure_indexes(self) -> None:
-        c = self.collection
-        c.create_index([("project", ASCENDING), ("name", ASCENDING), ("version", ASCENDING)], unique=True)
-        c.create_index([("project", ASCENDING), ("created_at", DESCENDING)])
+        c, name = self.collection, self.name_field
+        c.create_index([(PROJECT_FIELD, ASCENDING), (name, ASCENDING), (f"{HUB}.version", DESCENDING)],
+                       unique=True)
+        newest = [(f"{HUB}.created_at", DESCENDING), ("_id", DESCENDING)]
+        c.create_index([(PROJECT_FIELD, ASCENDING), (name, ASCENDING), *newest])
+        c.create_index([(PROJECT_FIELD, ASCENDING), *newest])
+        c.create_index([(PROJECT_FIELD, ASCENDING), (name, ASCENDING), ("time", DESCENDING), ("_id", DESCENDING)])
+        c.create_index([(PROJECT_FIELD, ASCENDING), (name, ASCENDING), ("version", DESCENDING), ("_id", DESCENDING)])
+        c.create_index([(f"{HUB}.blob_ids", ASCENDING)])
         if self.dedupe:
-            c.create_index([("project", ASCENDING), ("name", ASCENDING), ("sha256", ASCENDING)], unique=True)
+            c.create_index([(PROJECT_FIELD, ASCENDING), (f"{HUB}.sha256", ASCENDING)])
 
     # -- writing -------------------------------------------------------------------------------
-    def save(self, obj: Any, name: str, allow_pickle: bool = False, **kwargs: Any) -> Record:
-        """Store ``obj`` as the next version of ``name``; with dedupe, same content = same record."""
+    def save(self, obj: Any, name: str, allow_pickle: bool = False, extra: dict[str, Any] | None = None,
+             /, **kwargs: Any) -> Record:
+        """Store ``obj`` as the next version of ``name`` with the user's ``kwargs`` as fields.
+
+        ``extra`` is more bookkeeping for ``_hub`` (the run that saved it, say).
+        """
         if not isinstance(name, str) or not name:
-            raise InvalidArgument(f"name must be a non-empty string, got {name!r}")
-        user_fields = clean_fields(kwargs, RESERVED)
+            raise InvalidArgument(f"{self.name_field} must be a non-empty string, got {name!r}")
+        user_fields = clean_fields(kwargs, {self.name_field}, {
+            self.name_field: f"it is the record's name; pass it as the {self.name_field} argument"})
         if self.dedupe:
-            existing = self._same_content(name, payloads.hash_only(obj, allow_pickle))
-            if existing is not None:
-                return existing
+            reused = self._save_reusing(obj, name, allow_pickle, user_fields, extra)
+            if reused is not None:
+                return reused
         tree = payloads.encode_to_blobs(obj, self.blobs, allow_pickle,
                                         kind=self.collection.name, record=name)
-        refs = payloads.blob_refs(tree)
         try:
-            return self._insert(name, tree, refs, user_fields)
+            return self._insert(name, tree, user_fields, extra)
         except BaseException:
-            self.blobs.delete(ref.id for ref in refs)
+            self.blobs.delete(ref.id for ref in payloads.blob_refs(tree))
             raise
 
-    def _insert(self, name: str, tree: dict[str, Any], refs: list[Any], user_fields: dict[str, Any]) -> Record:
-        sha = payloads.content_hash(tree)
+    def _save_reusing(self, obj: Any, name: str, allow_pickle: bool, user_fields: dict[str, Any],
+                      extra: dict[str, Any] | None) -> Record | None:
+        """Same bytes as a stored record: a new record sharing its blobs (metadata is never merged).
+
+        The record goes in first, then the blobs are checked: a concurrent delete that released
+        them meanwhile is seen here (and we upload afresh), or it saw our record and kept them.
+        """
+        sha = payloads.hash_only(obj, allow_pickle)
+        twin = self.collection.find_one(self.project.scope({f"{HUB}.sha256": sha}), {f"{HUB}.payload": 1})
+        if twin is None:
+            return None
+        record = self._insert(name, twin[HUB]["payload"], user_fields, extra)
+        if self.blobs.still_usable(record.blob_ids):
+            return record
+        self.collection.delete_one({"_id": record.id})
+        return None
+
+    def _insert(self, name: str, tree: dict[str, Any], user_fields: dict[str, Any],
+                extra: dict[str, Any] | None) -> Record:
+        refs = payloads.blob_refs(tree)
+        bookkeeping = {"sha256": payloads.content_hash(tree), "size": sum(ref.size for ref in refs),
+                       "summary": payloads.describe(tree), "payload": tree,
+                       "blob_ids": [ref.id for ref in refs], **(extra or {})}
         for _ in range(VERSION_RETRIES):
-            doc = {"project": self.project, "name": name, "version": self._next_version(name),
-                   "created_at": utcnow(), **user_fields, "summary": payloads.describe(tree),
-                   "size": sum(ref.size for ref in refs), "sha256": sha, "payload": tree,
-                   "blob_ids": [ref.id for ref in refs]}
+            version, now = self._next_version(name), utcnow()
+            doc = {self.name_field: name, "version": version, "time": now, **user_fields,
+                   HUB: self.project.stamp(version=version, created_at=now, **bookkeeping)}
             try:
                 self.collection.insert_one(doc)
                 return self._record(doc)
             except DuplicateKeyError:
-                # Either a concurrent save took our version number (try the next), or it
-                # stored the same content first (dedupe: drop our copy, return theirs).
-                existing = self._same_content(name, sha) if self.dedupe else None
-                if existing is not None:
-                    self.blobs.delete(ref.id for ref in refs)
-                    return existing
+                continue  # a concurrent save took this version number: take the next one
         raise TensorHubError(f"could not assign a version to {name!r} after {VERSION_RETRIES} tries")
 
     def _next_version(self, name: str) -> int:
-        last = self.collection.find_one({"project": self.project, "name": name}, {"version": 1},
-                                        sort=[("version", DESCENDING)])
-        return 1 if last is None else int(last["version"]) + 1
-
-    def _same_content(self, name: str, sha: str) -> Record | None:
-        doc = self.collection.find_one({"project": self.project, "name": name, "sha256": sha})
-        return None if doc is None else self._record(doc)
+        last = self.collection.find_one(self.project.scope({self.name_field: name}), {f"{HUB}.version": 1},
+                                        sort=[(f"{HUB}.version", DESCENDING)])
+        return 1 if last is None else int(last[HUB]["version"]) + 1
 
     # -- reading -------------------------------------------------------------------------------
     def query(self, name: str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-        query = {"project": self.project, **build_query(kwargs, NOT_QUERYABLE)}
+        query = self.project.scope(build_query(kwargs, {PROJECT_FIELD}))
         if name is not None:
-            query["name"] = name
+            query[self.name_field] = name
         return query
 
-    def find(self, name: str | None = None, sort: Any = None, limit: int = 0, **kwargs: Any) -> list[Record]:
+    def find(self, name: str | None = None, sort: Any = None, limit: int = 0, /, **kwargs: Any) -> list[Record]:
         """Records matching ``name`` and the query kwargs, newest first unless ``sort`` says otherwise."""
-        order = normalize_sort(sort) or NEWEST_FIRST
+        order = normalize_sort(sort)
+        order = NEWEST_FIRST if order is None else with_tiebreak(order)
         cursor = self.collection.find(self.query(name, kwargs), sort=order, limit=limit)
         return [self._record(doc) for doc in cursor]
 
-    def find_top(self, name: str | None = None, sort: Any = None, **kwargs: Any) -> Record | None:
-        found = self.find(name, sort, limit=1, **kwargs)
+    def find_top(self, name: str | None = None, sort: Any = None, /, **kwargs: Any) -> Record | None:
+        found = self.find(name, sort, 1, **kwargs)
         return found[0] if found else None
 
-    def iter_all(self) -> Iterator[dict[str, Any]]:
-        return self.collection.find({"project": self.project}, {"blob_ids": 1})
+    def referenced(self, blob_ids: Sequence[ObjectId]) -> set[ObjectId]:
+        """Which of ``blob_ids`` records of this collection (any project) reference."""
+        wanted = set(blob_ids)
+        found: set[ObjectId] = set()
+        for doc in self.collection.find({f"{HUB}.blob_ids": {"$in": list(blob_ids)}}, {f"{HUB}.blob_ids": 1}):
+            found.update(wanted.intersection(doc[HUB].get("blob_ids", [])))
+        return found
 
     # -- deleting ------------------------------------------------------------------------------
-    def delete(self, name: str | None = None, **kwargs: Any) -> int:
-        """Delete matching records and their blobs; returns how many records went."""
+    def delete(self, name: str | None = None, /, **kwargs: Any) -> int:
+        """Delete matching records, and their blobs unless another record still uses them."""
         count = 0
-        for doc in self.collection.find(self.query(name, kwargs), {"blob_ids": 1}):
+        for doc in self.collection.find(self.query(name, kwargs), {f"{HUB}.blob_ids": 1}):
             # Document first: a crash after it leaves orphan bytes, never a dangling reference.
             if self.collection.delete_one({"_id": doc["_id"]}).deleted_count:
-                self.blobs.delete(doc.get("blob_ids", []))
+                self.blobs.release(doc[HUB].get("blob_ids", []), self.is_referenced)
                 count += 1
         return count
 
     def _record(self, doc: dict[str, Any]) -> Record:
-        user = {k: v for k, v in doc.items() if k not in RESERVED}
-        return Record(doc["_id"], doc["name"], int(doc["version"]), doc["created_at"], user,
-                      doc.get("summary", ""), int(doc.get("size", 0)), doc.get("sha256", ""), doc, self)
+        hub = doc[HUB]
+        user = {k: v for k, v in doc.items() if k not in ("_id", HUB, self.name_field)}
+        return Record(doc["_id"], doc[self.name_field], int(hub["version"]), hub["created_at"], user,
+                      hub.get("summary", ""), int(hub.get("size", 0)), hub.get("sha256", ""), doc, self)
+
+
+class _AttrList(list):  # type: ignore[type-arg]
+    """A list that can carry the record's fields as attributes."""
+
+
+class _AttrDict(dict):  # type: ignore[type-arg]
+    """A dict that can carry the record's fields as attributes."""
+
+
+class _AttrTuple(tuple):  # type: ignore[type-arg]
+    """A tuple that can carry the record's fields as attributes."""
+
+
+def attach_record(obj: Any, record: Record) -> Any:
+    """Expose a record on its loaded object: ``obj.hub_record``, and TensorLayer's ``obj._<field>``.
+
+    A field never replaces an attribute the object already has (a Keras model's ``_layers``, say):
+    such fields are only on ``obj.hub_record.fields``.
+    """
+    for plain, wrapped in ((list, _AttrList), (dict, _AttrDict), (tuple, _AttrTuple)):
+        if type(obj) is plain:
+            obj = wrapped(obj)
+    attributes = {"hub_record": record, "_id": record.id, "_version": record.version,
+                  f"_{record._store.name_field}": record.name,
+                  **{f"_{key}": value for key, value in record.fields.items()}}
+    for key, value in attributes.items():
+        try:
+            if key == "hub_record" or not hasattr(obj, key):
+                setattr(obj, key, value)
+        except (AttributeError, TypeError):
+            return obj  # e.g. numpy arrays take no attributes: use list_models() records instead
+    return obj

@@ -11,11 +11,19 @@ Tests that take ``backend``, ``store_uri`` or ``hub`` run once per storage backe
     loopback port, the first time a test needs it (see ``tests/ferretdb.py``).
     Always enabled: a missing binary fails the tests, it never skips them.
     ``bash tests/run.sh`` provides the binary.
+``ferretdb_pg``
+    A second FerretDB server, with its PostgreSQL backend, on a throw-away
+    PostgreSQL cluster (``initdb`` in a temporary directory, a free loopback
+    port; see ``tests/postgres.py``), both started once per test session the
+    first time a test needs them. Always enabled, like ``ferretdb``: missing
+    PostgreSQL programs fail the tests. ``bash tests/run.sh`` installs
+    Debian's ``postgresql`` package when they are missing.
 ``mongodb``
     A real MongoDB, enabled when ``TENSORHUB_TEST_URI`` holds its base URI.
 
 Tests that take ``server_uri`` or ``server_hub`` need a real server (several OS
-processes sharing one database, say) and run on ``ferretdb`` and ``mongodb`` only.
+processes sharing one database, say) and run on ``ferretdb``, ``ferretdb_pg``
+and ``mongodb`` only.
 Tests on a real server carry the ``real_server`` marker, so
 ``-m "not real_server"`` runs the mongomock half alone.
 
@@ -30,24 +38,38 @@ Environment variables
     given without one). The user must be allowed to create and drop databases
     named ``th_*``.
 ``TENSORHUB_TEST_BACKENDS``
-    Comma-separated backends to run, e.g. ``mongomock`` or ``mongomock,mongodb``.
-    Default: all available ones. Naming ``mongodb`` without
+    Comma-separated backends to run, e.g. ``mongomock``, ``ferretdb_pg`` or
+    ``mongomock,mongodb``. Names: ``mongomock``, ``ferretdb``, ``ferretdb_pg``,
+    ``mongodb``. Default: all available ones. Naming ``mongodb`` without
     ``TENSORHUB_TEST_URI``, or an unknown name, is a usage error. When the
     selection contains no real server, tests that need one are skipped
     (pytest's "empty parameter set").
 ``TENSORHUB_FERRETDB``
     The ferretdb binary (``tests/run.sh`` sets it; see ``tests/ferretdb.py``).
+``TENSORHUB_POSTGRES_BINDIR``
+    Directory of PostgreSQL's ``initdb``, ``postgres``, ``pg_isready`` and
+    ``createdb`` (default: found from ``initdb`` on ``PATH``, else the newest
+    ``/usr/lib/postgresql/<version>/bin``; see ``tests/postgres.py``).
 
 Fixtures
 ========
 ``ferretdb_binary`` (session)
     Path of the ferretdb binary (see ``tests/ferretdb.py``).
 ``ferretdb_uri`` (session)
-    ``mongodb://127.0.0.1:PORT`` of this session's FerretDB server.
+    ``mongodb://127.0.0.1:PORT`` of this session's FerretDB server (SQLite).
+``postgres_bindir`` (session)
+    Directory of the PostgreSQL programs (see ``tests/postgres.py``).
+``postgres_url`` (session)
+    ``postgres://postgres@127.0.0.1:PORT/ferretdb`` of this session's
+    PostgreSQL cluster.
+``ferretdb_pg_uri`` (session)
+    ``mongodb://127.0.0.1:PORT`` of this session's FerretDB server on that
+    PostgreSQL.
 ``mongodb_uri`` (session)
     ``TENSORHUB_TEST_URI``, after checking that the server answers ``ping``.
 ``backend_name``
-    The backend of this test: ``"mongomock"``, ``"ferretdb"`` or ``"mongodb"``.
+    The backend of this test: ``"mongomock"``, ``"ferretdb"``, ``"ferretdb_pg"``
+    or ``"mongodb"``.
 ``backend``
     That backend's base URI (no fresh database yet).
 ``store_uri``
@@ -56,12 +78,13 @@ Fixtures
 ``hub``
     ``TensorHub(store_uri, project_name="test")``, closed after the test.
 ``server_backend_name``, ``server_uri``, ``server_hub``
-    The same three on real servers only (``ferretdb`` and ``mongodb``).
+    The same three on real servers only (``ferretdb``, ``ferretdb_pg`` and
+    ``mongodb``).
 
 Markers
 =======
 ``slow`` (long-running tests) and ``real_server`` (added automatically to the
-``ferretdb`` and ``mongodb`` parameters above).
+``ferretdb``, ``ferretdb_pg`` and ``mongodb`` parameters above).
 
 This module must not import ``tensorhub`` at import time: the fixtures that
 need it import it when they run.
@@ -79,19 +102,27 @@ import pymongo
 import pytest
 from pymongo.errors import PyMongoError
 
-from ferretdb import FerretDBNotFoundError, FerretDBServer, find_ferretdb
+from ferretdb import POSTGRESQL_HANDLER, FerretDBNotFoundError, FerretDBServer, find_ferretdb
 from mongo_uri import database_name, with_database
+from postgres import PostgresNotFoundError, PostgresServer, find_postgres_bindir
 
 if TYPE_CHECKING:
     from _pytest.mark.structures import ParameterSet
 
     from tensorhub import TensorHub
 
+pytest_plugins = ["index_coverage"]  # fails the run when no index serves a query the library sends
+
 MONGOMOCK = "mongomock"
 FERRETDB = "ferretdb"
+FERRETDB_PG = "ferretdb_pg"
 MONGODB = "mongodb"
-ALL_BACKENDS = (MONGOMOCK, FERRETDB, MONGODB)
-SERVER_BACKENDS = (FERRETDB, MONGODB)
+ALL_BACKENDS = (MONGOMOCK, FERRETDB, FERRETDB_PG, MONGODB)
+SERVER_BACKENDS = (FERRETDB, FERRETDB_PG, MONGODB)
+#: The backends served by a FerretDB binary (SQLite and PostgreSQL handlers).
+FERRETDB_BACKENDS = (FERRETDB, FERRETDB_PG)
+#: The session fixture that yields each real server's base URI.
+_SERVER_URI_FIXTURES = {FERRETDB: "ferretdb_uri", FERRETDB_PG: "ferretdb_pg_uri", MONGODB: "mongodb_uri"}
 
 TEST_URI_ENV = "TENSORHUB_TEST_URI"
 BACKENDS_ENV = "TENSORHUB_TEST_BACKENDS"
@@ -118,7 +149,7 @@ def _select_backends() -> tuple[tuple[str, ...], list[str]]:
     Errors are reported by :func:`pytest_configure`; the backend list is
     needed earlier, when the fixtures below are defined.
     """
-    available = [MONGOMOCK, FERRETDB] + ([MONGODB] if os.environ.get(TEST_URI_ENV) else [])
+    available = [MONGOMOCK, FERRETDB, FERRETDB_PG] + ([MONGODB] if os.environ.get(TEST_URI_ENV) else [])
     requested = os.environ.get(BACKENDS_ENV, "").strip()
     if not requested:
         return tuple(available), []
@@ -156,27 +187,38 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    """Say which backends run and which ferretdb binary serves them."""
+    """Say which backends run and which ferretdb binary and PostgreSQL serve them."""
     lines = [f"tensorhub test backends: {', '.join(SELECTED_BACKENDS) or '(none)'}"]
-    if FERRETDB in SELECTED_BACKENDS:
+    if any(name in SELECTED_BACKENDS for name in FERRETDB_BACKENDS):
         try:
             lines.append(f"ferretdb binary: {find_ferretdb()}")
         except FerretDBNotFoundError as error:
             lines.append(f"ferretdb binary: MISSING ({error})")
+    if FERRETDB_PG in SELECTED_BACKENDS:
+        try:
+            lines.append(f"postgresql programs: {find_postgres_bindir()}")
+        except PostgresNotFoundError as error:
+            lines.append(f"postgresql programs: MISSING ({error})")
     return lines
 
 
 # -- servers (session scope) ----------------------------------------------------------
 
 
+def _skip_unless_selected(*names: str) -> None:
+    """Skip the requesting test unless ``TENSORHUB_TEST_BACKENDS`` selects one of ``names``."""
+    if not any(name in SELECTED_BACKENDS for name in names):
+        pytest.skip(f"{BACKENDS_ENV} excludes the {' and '.join(names)} backend")
+
+
 @pytest.fixture(scope="session")
 def ferretdb_binary() -> str:
     """Path of the ferretdb binary; fails (never skips) when there is none.
 
-    Skips only when ``TENSORHUB_TEST_BACKENDS`` deselects the ferretdb backend.
+    Skips only when ``TENSORHUB_TEST_BACKENDS`` deselects both FerretDB
+    backends (``ferretdb`` and ``ferretdb_pg`` both need the binary).
     """
-    if FERRETDB not in SELECTED_BACKENDS:
-        pytest.skip(f"{BACKENDS_ENV} excludes the {FERRETDB} backend")
+    _skip_unless_selected(*FERRETDB_BACKENDS)
     try:
         return find_ferretdb()
     except FerretDBNotFoundError as error:
@@ -185,8 +227,40 @@ def ferretdb_binary() -> str:
 
 @pytest.fixture(scope="session")
 def ferretdb_uri(ferretdb_binary: str) -> Iterator[str]:
-    """Start one FerretDB server for the session; yield its ``mongodb://`` URI."""
+    """Start one FerretDB server (SQLite) for the session; yield its ``mongodb://`` URI."""
+    _skip_unless_selected(FERRETDB)
     with FerretDBServer(ferretdb_binary) as server:
+        yield server.uri
+
+
+@pytest.fixture(scope="session")
+def postgres_bindir() -> str:
+    """Directory of the PostgreSQL programs; fails (never skips) when there are none.
+
+    Skips only when ``TENSORHUB_TEST_BACKENDS`` deselects ``ferretdb_pg``.
+    """
+    _skip_unless_selected(FERRETDB_PG)
+    try:
+        return find_postgres_bindir()
+    except PostgresNotFoundError as error:
+        pytest.fail(f"FerretDB/PostgreSQL backend unavailable: {error}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_bindir: str) -> Iterator[str]:
+    """Start one PostgreSQL cluster for the session; yield its ``postgres://`` URL.
+
+    It is stopped and deleted at the end of the session, after the FerretDB
+    server that uses it (pytest tears fixtures down in reverse order).
+    """
+    with PostgresServer(postgres_bindir) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def ferretdb_pg_uri(ferretdb_binary: str, postgres_url: str) -> Iterator[str]:
+    """Start one FerretDB server on this session's PostgreSQL; yield its ``mongodb://`` URI."""
+    with FerretDBServer(ferretdb_binary, handler=POSTGRESQL_HANDLER, postgresql_url=postgres_url) as server:
         yield server.uri
 
 
@@ -212,9 +286,7 @@ def _base_uri(request: pytest.FixtureRequest, name: str) -> str:
     """Base URI of backend ``name``; starts a server only when one is asked for."""
     if name == MONGOMOCK:
         return MONGOMOCK_BASE_URI
-    if name == FERRETDB:
-        return str(request.getfixturevalue("ferretdb_uri"))
-    return str(request.getfixturevalue("mongodb_uri"))
+    return str(request.getfixturevalue(_SERVER_URI_FIXTURES[name]))
 
 
 def _fresh_database(base_uri: str) -> Iterator[str]:
@@ -289,7 +361,7 @@ def hub(store_uri: str) -> Iterator[TensorHub]:
 
 @pytest.fixture(params=[_backend_param(name) for name in SELECTED_BACKENDS if name in SERVER_BACKENDS])
 def server_backend_name(request: pytest.FixtureRequest) -> str:
-    """The real-server backend this test runs on: ``ferretdb`` or ``mongodb``."""
+    """The real-server backend this test runs on: ``ferretdb``, ``ferretdb_pg`` or ``mongodb``."""
     return str(request.param)
 
 

@@ -2,18 +2,22 @@
 
 FerretDB (https://www.ferretdb.com) speaks the MongoDB wire protocol; with its
 SQLite backend it needs nothing but its own binary, which makes it the "real
-server" the tests run against on machines without MongoDB. ``tests/run.sh``
-makes sure a binary exists (building FerretDB v1.24.2 from source if needed)
-and exports its path as ``TENSORHUB_FERRETDB``.
+server" the tests run against on machines without MongoDB. Its PostgreSQL
+backend, the one most deployments use, needs a PostgreSQL server as well
+(see ``tests/postgres.py``). ``tests/run.sh`` makes sure a binary exists
+(building FerretDB v1.24.2 from source if needed) and exports its path as
+``TENSORHUB_FERRETDB``.
 
 Usage::
 
-    with FerretDBServer() as server:
+    with FerretDBServer() as server:                          # SQLite
         client = pymongo.MongoClient(server.uri)
+    with FerretDBServer(handler="postgresql", postgresql_url=url) as server:
+        ...
 
 Every server gets its own free loopback port and its own temporary directory
 (SQLite files, state, and ``ferretdb.log`` with the server's output), removed
-when the server stops.
+when the server stops. (The PostgreSQL data belongs to the PostgreSQL server.)
 """
 
 from __future__ import annotations
@@ -38,6 +42,11 @@ from pymongo.errors import PyMongoError
 FERRETDB_ENV = "TENSORHUB_FERRETDB"
 #: Where tests/run.sh caches the binary it builds (gitignored).
 CACHED_BINARY = Path(__file__).resolve().parent.parent / ".cache" / "ferretdb" / "ferretdb"
+
+#: FerretDB's ``--handler`` values these tests use: its SQLite and PostgreSQL backends.
+SQLITE_HANDLER = "sqlite"
+POSTGRESQL_HANDLER = "postgresql"
+HANDLERS = (SQLITE_HANDLER, POSTGRESQL_HANDLER)
 
 #: How many fresh ports to try when the port we picked was taken meanwhile.
 _PORT_ATTEMPTS = 3
@@ -105,14 +114,21 @@ def _die_with_parent() -> None:
 
 
 class FerretDBServer:
-    """A FerretDB process (SQLite backend) on a free loopback port.
+    """A FerretDB process (SQLite or PostgreSQL backend) on a free loopback port.
 
     A context manager: entering starts the server and waits until it answers
-    ``ping``; leaving stops it (SIGTERM, then SIGKILL) and removes its
-    directory. ``start()`` and ``stop()`` can also be called directly.
+    ``ping`` (which FerretDB answers only once its backend works, so a broken
+    PostgreSQL connection fails here, not in the first test); leaving stops
+    it (SIGTERM, then SIGKILL) and removes its directory. ``start()`` and
+    ``stop()`` can also be called directly.
 
     Args:
         binary: the ferretdb executable; default :func:`find_ferretdb`.
+        handler: FerretDB's backend, ``"sqlite"`` (default; data in the
+            server's directory) or ``"postgresql"`` (data in the PostgreSQL
+            database named by ``postgresql_url``).
+        postgresql_url: ``postgres://user@host:port/database`` of an existing
+            database; required with ``handler="postgresql"``, refused otherwise.
         startup_timeout: seconds to wait for the first successful ``ping``.
         stop_timeout: seconds to wait after SIGTERM before sending SIGKILL.
         log_level: FerretDB's ``--log-level``.
@@ -127,13 +143,21 @@ class FerretDBServer:
         self,
         binary: str | None = None,
         *,
+        handler: str = SQLITE_HANDLER,
+        postgresql_url: str | None = None,
         startup_timeout: float = 30.0,
         stop_timeout: float = 10.0,
         log_level: str = "warn",
         keep_dir: bool = False,
         extra_args: Sequence[str] = (),
     ) -> None:
+        if handler not in HANDLERS:
+            raise ValueError(f"unknown FerretDB handler {handler!r} (known: {', '.join(HANDLERS)})")
+        if (handler == POSTGRESQL_HANDLER) != (postgresql_url is not None):
+            raise ValueError("postgresql_url is required with handler='postgresql' and only with it")
         self.binary = binary or find_ferretdb()
+        self.handler = handler
+        self.postgresql_url = postgresql_url
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.log_level = log_level
@@ -213,12 +237,8 @@ class FerretDBServer:
         """Start the ferretdb process on a newly picked port."""
         assert self.dir is not None
         self.port = _free_loopback_port()
-        data_dir = self.dir / "data"
-        data_dir.mkdir(exist_ok=True)
-        command = [
-            self.binary,
-            "--handler=sqlite",
-            f"--sqlite-url=file:{data_dir}/",
+        command = [self.binary, f"--handler={self.handler}", *self._backend_args()]
+        command += [
             f"--listen-addr=127.0.0.1:{self.port}",
             f"--state-dir={self.dir}",
             "--debug-addr=-",
@@ -237,6 +257,16 @@ class FerretDBServer:
                 cwd=self.dir,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads at this point that matter
             )
+
+    def _backend_args(self) -> list[str]:
+        """The flags that say where the handler keeps its data."""
+        assert self.dir is not None
+        if self.handler == POSTGRESQL_HANDLER:
+            assert self.postgresql_url is not None
+            return [f"--postgresql-url={self.postgresql_url}"]
+        data_dir = self.dir / "data"
+        data_dir.mkdir(exist_ok=True)
+        return [f"--sqlite-url=file:{data_dir}/"]
 
     def _wait_until_ready(self) -> None:
         """Poll with ``ping`` until the server answers, it exits, or time runs out."""

@@ -25,7 +25,7 @@ def test_bad_uri_and_arguments_are_refused():
         TensorHub("postgres://x", project_name="p")
     with pytest.raises(InvalidArgument, match="project_name"):
         TensorHub("mongomock://", project_name="")
-    with pytest.raises(InvalidArgument, match="username and password"):
+    with pytest.raises(InvalidArgument, match="username needs a password"):
         TensorHub(ip="localhost", username="ann")
 
 
@@ -41,9 +41,9 @@ def test_embedded_store_is_shared_within_the_process():
 def test_raw_database_and_indexes(hub):
     assert hub.db.name in hub.uri
     hub.save_dataset(np.ones(2), "d")
-    assert hub.db["datasets"].count_documents({"name": "d"}) == 1  # custom queries on hub.db
+    assert hub.db["datasets"].count_documents({"dataset_name": "d"}) == 1  # custom queries on hub.db
     names = {ix["name"] for ix in hub.db["datasets"].list_indexes()}
-    assert "project_1_name_1_version_1" in names
+    assert "_hub.project_1_dataset_name_1__hub.version_-1" in names
     TensorHub(hub.uri, project_name="again").close()  # re-creating indexes is harmless
 
 

@@ -1,6 +1,8 @@
 """Datasets: exact round trips, versions, dedupe, queries, deletes that leave no bytes behind."""
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -60,25 +62,39 @@ def test_dataframe_with_mixed_dtypes(hub):
     pd.testing.assert_frame_equal(hub.find_top_dataset("table"), frame)
 
 
-def test_same_content_is_not_stored_twice_new_content_is_next_version(hub):
-    first = hub.save_dataset(mnist_like(0), "mnist")
-    again = hub.save_dataset(mnist_like(0), "mnist")
+def test_same_content_shares_bytes_but_never_metadata(hub):
+    first = hub.save_dataset(mnist_like(0), "mnist", description="raw")
+    again = hub.save_dataset(mnist_like(0), "mnist", description="same pixels, new notes", split="v2")
     changed = hub.save_dataset(mnist_like(1), "mnist")
-    assert again.id == first.id and again.version == 1
-    assert changed.version == 2
+    assert (first.version, again.version, changed.version) == (1, 2, 3)
+    assert again.fields["description"] == "same pixels, new notes" and again.fields["split"] == "v2"
+    assert again.blob_ids == first.blob_ids  # the bytes are stored once
     assert hub.db["blobs.files"].count_documents({}) == 12
     np.testing.assert_array_equal(hub.find_top_dataset("mnist")[0], mnist_like(1)[0])
     np.testing.assert_array_equal(hub.find_top_dataset("mnist", version=1)[0], mnist_like(0)[0])
-    assert [r.version for r in hub.list_datasets("mnist", sort=[("version", 1)])] == [1, 2]
+    assert hub.find_top_dataset("mnist", split="v2") is not None
+    assert [r.version for r in hub.list_datasets("mnist", sort=[("version", 1)])] == [1, 2, 3]
+
+
+def test_deleting_one_record_keeps_blobs_another_record_shares(hub):
+    first = hub.save_dataset(mnist_like(0), "mnist", note="a")
+    hub.save_dataset(mnist_like(0), "copy", note="b")  # same bytes under another name
+    assert hub.delete_datasets("mnist") == 1
+    assert hub.db["blobs.files"].count_documents({"_id": {"$in": first.blob_ids}}) == 6
+    np.testing.assert_array_equal(hub.find_top_dataset("copy")[0], mnist_like(0)[0])
+    assert hub.find_orphan_blobs(older_than=dt.timedelta(0)) == []  # orphan cleanup knows they are used
+    assert hub.delete_datasets("copy") == 1
+    assert hub.db["blobs.files"].count_documents({}) == 0 and hub.db["blobs.chunks"].count_documents({}) == 0
 
 
 def test_documents_are_readable(hub):
     hub.save_dataset(mnist_like(), "mnist", description="digits", source={"url": "none", "year": 1998})
     doc = hub.db["datasets"].find_one()
-    assert doc["project"] == "test" and doc["name"] == "mnist" and doc["version"] == 1
-    assert doc["created_at"].tzinfo is not None
-    assert doc["source"] == {"url": "none", "year": 1998}
-    leaf = doc["payload"]["items"][0]
+    assert doc["dataset_name"] == "mnist" and doc["version"] == 1 and doc["time"].tzinfo is not None
+    assert doc["description"] == "digits" and doc["source"] == {"url": "none", "year": 1998}
+    assert doc["_hub"]["project"] == "test" and doc["_hub"]["version"] == 1
+    assert doc["_hub"]["created_at"] == doc["time"]
+    leaf = doc["_hub"]["payload"]["items"][0]
     assert leaf["info"] == {"shape": [30, 28, 28], "dtype": "<f4"}
     assert set(leaf["blob"]) == {"id", "size", "sha256", "format"} and leaf["blob"]["format"] == "npy"
 
@@ -119,8 +135,8 @@ def test_delete_removes_blobs_and_chunks(hub):
 
 
 def test_reserved_and_unstorable_kwargs_are_refused_by_name(hub):
-    with pytest.raises(ReservedField, match="version"):
-        hub.save_dataset(np.ones(1), "d", version=3)
+    with pytest.raises(ReservedField, match="_hub"):
+        hub.save_dataset(np.ones(1), "d", _hub=3)
     with pytest.raises(Exception, match="'bad'"):
         hub.save_dataset(np.ones(1), "d", bad=object())
     with pytest.raises(Exception, match="a.b"):

@@ -16,7 +16,7 @@ def test_logs_by_kind_as_dataframes(hub):
     assert list(train["epoch"]) == [0, 1, 2] and train["loss"].iloc[1] == 0.5
     assert hub.find_logs("validation")["accuracy"].iloc[0] == 0.5
     assert len(hub.find_logs()) == 5 and len(hub.find_logs(model_name="cnn")) == 1
-    assert hub.db["logs"].find_one({"kind": "validation"})["accuracy"] == 0.5  # a number, not a string
+    assert hub.db["logs"].find_one({"_hub.kind": "validation"})["accuracy"] == 0.5  # a number, not a string
 
 
 def test_delete_logs_only_touches_its_kind(hub):
@@ -42,7 +42,9 @@ def test_metrics_scale_as_one_small_document_per_point(hub):
 
 
 def test_reserved_log_fields_are_refused(hub):
-    with pytest.raises(ReservedField, match="kind"):
-        hub.save_training_log(kind="x")
+    hub.save_training_log(kind="x", name="any keyword is a field")  # logs reserve only _id and _hub
+    assert hub.find_logs("training")["name"].iloc[0] == "any keyword is a field"
+    with pytest.raises(ReservedField, match="_hub"):
+        hub.save_training_log(_hub="x")
     with pytest.raises(ReservedField, match="step"):
         hub.log_metric_rows("r", [{"loss": 1, "run": 2, "step": 1, "time": 3}])

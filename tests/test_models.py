@@ -38,11 +38,11 @@ def test_keras_model_round_trips_with_identical_predictions(hub, trained):
 def test_architecture_is_readable_in_the_document(hub, trained):
     hub.save_model(trained, model_name="mlp")
     doc = hub.db["models"].find_one()
-    info = doc["payload"]["info"]
+    info = doc["_hub"]["payload"]["info"]
     assert info["class_name"] == "Sequential" and info["parameters"] == trained.count_params()
     layers = info["architecture"]["config"]["layers"]
     assert [layer["class_name"] for layer in layers][-2:] == ["Dense", "Dense"]
-    assert doc["payload"]["blob"]["format"] == "keras"
+    assert doc["_hub"]["payload"]["blob"]["format"] == "keras"
 
 
 def test_best_model_by_metric_with_tensorlayer_attributes(hub, trained):
@@ -50,7 +50,7 @@ def test_best_model_by_metric_with_tensorlayer_attributes(hub, trained):
         hub.save_model(trained, model_name="mlp", test_accuracy=acc, hp={"n_units": int(acc * 100)})
     hub.save_model(trained, model_name="cnn", test_accuracy=0.99)
     net = hub.find_top_model(sort=[("test_accuracy", -1)], model_name="mlp")
-    assert net._test_accuracy == 0.95 and net._name == "mlp" and net._hp == {"n_units": 95}
+    assert net._test_accuracy == 0.95 and net._model_name == "mlp" and net._hp == {"n_units": 95}
     assert net.hub_record.fields["test_accuracy"] == 0.95 and net.hub_record.version == 2
     assert hub.find_top_model(model_name="mlp", test_accuracy={"$gt": 0.9})._test_accuracy == 0.95
     assert hub.find_top_model(model_name="mlp", **{"hp.n_units": 70})._test_accuracy == 0.7
@@ -61,7 +61,7 @@ def test_weight_lists_round_trip_and_list_without_loading(hub, trained):
     weights = trained.get_weights()
     hub.save_model(weights, model_name="weights", epoch=3)
     records = hub.list_models("weights")
-    assert len(records) == 1 and records[0].fields == {"epoch": 3}
+    assert len(records) == 1 and records[0].fields["epoch"] == 3 and records[0].fields["version"] == 1
     back = hub.find_top_model(model_name="weights")
     assert isinstance(back, list) and back._epoch == 3
     for a, b in zip(weights, back):
@@ -80,10 +80,10 @@ def test_delete_model_removes_its_bytes(hub, trained):
 
 
 def test_bad_kwargs_are_named(hub, trained):
-    with pytest.raises(ReservedField, match="payload"):
-        hub.save_model(trained, model_name="mlp", payload=1)
-    with pytest.raises(ReservedField, match="project"):
-        hub.find_top_model(model_name="mlp", project="other")
+    with pytest.raises(ReservedField, match="_hub"):
+        hub.save_model(trained, model_name="mlp", _hub=1)
+    with pytest.raises(ReservedField, match="_hub.project"):
+        hub.find_top_model(model_name="mlp", **{"_hub.project": "other"})
     with pytest.raises(Exception, match="'callback'"):
         hub.save_model(trained, model_name="mlp", callback=lambda: 1)
     with pytest.raises(Exception, match="sort"):

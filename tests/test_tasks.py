@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
+import numpy as np
 import pytest
 
 from tensorhub.errors import InvalidArgument, ReservedField, TaskError
@@ -33,7 +34,7 @@ def test_task_name_filters_everything(hub):
     hub.create_task("b", source=SCRIPT, hyper_parameters={"n_units": 4}, saved_result_keys=["loss"])
     assert hub.run_top_task("b")["result"] == {"loss": 0.25}
     assert hub.check_unfinished_task("a") and not hub.check_unfinished_task("b")
-    assert [t["name"] for t in hub.find_tasks(status="pending")] == ["a"]
+    assert [t["task_name"] for t in hub.find_tasks(status="pending")] == ["a"]
     assert hub.task_counts("a")["pending"] == 1
 
 
@@ -116,9 +117,10 @@ def test_bad_arguments_are_clear(hub):
 
 def test_expired_lease_returns_task_to_pending_then_failed(hub):
     task_id = hub.create_task("t", source="x = 1", max_attempts=2)
-    book = hub.tasks.claims
+    book = hub.queue
     runner = {"id": "dead-runner", "host": "h", "pid": 1, "gpu": None}
-    claim = book.claim_next({}, runner, lease_seconds=30)
+    claim = book.claim_next(runner, lease_seconds=30)
+    assert book.begin(claim)  # the runner started the code, then died
     assert book.reap_expired() == 0  # lease still valid
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=31)
     assert book.reap_expired(now=later) == 1
@@ -126,8 +128,9 @@ def test_expired_lease_returns_task_to_pending_then_failed(hub):
     assert task["status"] == "pending" and task["error"]["type"] == "LeaseExpired"
     assert not book.heartbeat(claim)  # the dead runner, if it wakes up, learns it lost
     assert not book.finish(claim, Outcome("finished", result={}))
-    claim2 = book.claim_next({}, runner, lease_seconds=30)
-    assert claim2.seq == 2 and book.reap_expired(now=later + dt.timedelta(seconds=31)) == 1
+    claim2 = book.claim_next(runner, lease_seconds=30)
+    assert claim2.seq == 2 and claim2.attempt == 2 and book.begin(claim2)
+    assert book.reap_expired(now=later + dt.timedelta(seconds=31)) == 1
     assert hub.get_task(task_id)["status"] == "failed"
 
 
@@ -141,7 +144,7 @@ def test_concurrent_claims_have_one_winner_per_task(hub):
         from tensorhub import TensorHub
         other = TensorHub(hub.uri, project_name="test")
         runner = {"id": f"r{n}", "host": "h", "pid": n, "gpu": None}
-        while (claim := other.tasks.claims.claim_next({}, runner, 30)) is not None:
+        while (claim := other.queue.claim_next(runner, 30)) is not None:
             with lock:
                 won.append(claim.task_id)
 
@@ -160,15 +163,16 @@ def test_a_claimer_that_died_mid_claim_does_not_block_the_task(hub):
     hub.db["task_claims"].insert_one({"_id": f"{task_id}/1", "owner": "dead", "task_id": task_id,
                                       "taken_at": dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)})
     runner = {"id": "live", "host": "h", "pid": 2, "gpu": None}
-    assert hub.tasks.claims.claim_next({}, runner, 30) is None  # notices the stale ticket, skips the round
-    claim = hub.tasks.claims.claim_next({}, runner, 30)
-    assert claim is not None and claim.seq == 2
+    assert hub.queue.claim_next(runner, 30) is None  # notices the stale ticket, skips the round
+    claim = hub.queue.claim_next(runner, 30)
+    assert claim is not None and claim.seq == 2 and claim.attempt == 1
+    assert [h["event"] for h in hub.get_task(task_id).history] == ["round_skipped"]
 
 
 def test_an_ender_that_died_before_writing_is_completed_by_the_reaper(hub):
     task_id = hub.create_task("t", source="x = 1", max_attempts=3)
-    book = hub.tasks.claims
-    claim = book.claim_next({}, {"id": "r", "host": "h", "pid": 1, "gpu": None}, lease_seconds=5)
+    book = hub.queue
+    claim = book.claim_next({"id": "r", "host": "h", "pid": 1, "gpu": None}, lease_seconds=5)
     old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
     hub.db["task_claims"].insert_one({"_id": f"{task_id}/{claim.seq}/end", "owner": "gone", "by": "reaper",
                                       "task_id": task_id, "taken_at": old})
@@ -180,8 +184,68 @@ def test_an_ender_that_died_before_writing_is_completed_by_the_reaper(hub):
 
 def test_finishing_twice_is_harmless(hub):
     hub.create_task("t", source="x = 1")
-    book = hub.tasks.claims
-    claim = book.claim_next({}, {"id": "r", "host": "h", "pid": 1, "gpu": None}, lease_seconds=30)
+    book = hub.queue
+    claim = book.claim_next({"id": "r", "host": "h", "pid": 1, "gpu": None}, lease_seconds=30)
     assert book.finish(claim, Outcome("finished", result={"x": 1}))
-    assert not book.finish(claim, Outcome("failed", error={"type": "X", "message": "late"}))
+    # The same runner asking again (its first reply was lost) hears "yes, that landed"...
+    assert book.finish(claim, Outcome("finished", result={"x": 1}))
+    # ...and a different claim of the same round cannot overwrite it.
+    imposter = type(claim)(claim.task, claim.seq, "another-token", claim.runner, claim.lease_seconds)
+    assert not book.finish(imposter, Outcome("failed", error={"type": "X", "message": "late"}))
     assert hub.find_tasks()[0]["status"] == "finished"
+
+
+def test_an_expired_claim_that_never_started_is_a_lost_round_not_an_attempt(hub):
+    task_id = hub.create_task("t", source="x = 1", max_attempts=1)
+    runner = {"id": "lost-replies", "host": "h", "pid": 1, "gpu": None}
+    hub.queue.claim_next(runner, lease_seconds=30)  # claimed, but the runner never confirmed the start
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=31)
+    assert hub.queue.reap_expired(now=later) == 1
+    task = hub.get_task(task_id)
+    assert task.status == "pending" and task.attempts == 0 and task.error is None
+    assert task.history[-1]["event"] == "handed_back" and "lost round" in task.history[-1]["reason"]
+    done = hub.run_top_task("t")  # with max_attempts=1 it still gets its one real attempt
+    assert done.status == "finished" and done.attempts == 1
+
+
+def test_task_documents_keep_tensorlayer_fields_and_the_hub_out_of_the_way(hub):
+    task_id = hub.create_task("mnist", source="acc = 0.5", hyper_parameters={"n_units": 8},
+                              saved_result_keys="acc", name="run-a", version="v2", description="d",
+                              time="user time")
+    doc = hub.db["tasks"].find_one({"_id": task_id})
+    assert doc["task_name"] == "mnist" and doc["status"] == "pending" and doc["saved_result_keys"] == ["acc"]
+    assert (doc["name"], doc["version"], doc["description"], doc["time"]) == ("run-a", "v2", "d", "user time")
+    assert doc["_hub"]["project"] == "test" and doc["_hub"]["attempts"] == 0
+    done = hub.run_top_task(name="run-a")
+    assert done.result == {"acc": 0.5} and done["result"] == {"acc": 0.5} and done.get("attempts") == 1
+    assert done.fields == {"name": "run-a", "version": "v2", "description": "d"}
+    assert hub.find_tasks(version="v2")[0].id == task_id
+
+
+def test_typed_errors_for_bad_task_arguments(hub):
+    from tensorhub.errors import InvalidField
+
+    with pytest.raises(InvalidArgument, match="hyper_parameters"):
+        hub.create_task("t", source="x=1", hyper_parameters=[("lr", 0.1)])
+    with pytest.raises(InvalidField, match="lr"):
+        hub.create_task("t", source="x=1", hyper_parameters={"lr": float("nan")})
+    with pytest.raises(InvalidField, match="big"):
+        hub.create_task("t", source="x=1", hyper_parameters={"big": np.uint64(2**64 - 1)})
+    with pytest.raises(InvalidArgument, match="saved_result_keys"):
+        hub.create_task("t", source="x=1", saved_result_keys=["a.b"])
+    with pytest.raises(ReservedField, match="result"):
+        hub.create_task("t", source="x=1", result=1)
+    assert hub.find_tasks() == []
+
+
+def test_a_nan_result_fails_the_task_with_a_message_that_says_nan(hub):
+    hub.create_task("t", source="acc = float('nan')", saved_result_keys=["acc"], max_attempts=1)
+    task = hub.run_top_task("t")
+    assert task.status == "failed" and "NaN" in task.error["message"] and "acc" in task.error["message"]
+
+
+def test_sort_on_time_runs_the_newest_task_first(hub):
+    ids = [hub.create_task("t", source="x = 1") for _ in range(3)]
+    assert hub.run_top_task("t", sort=[("time", -1)]).id == ids[-1]
+    assert hub.run_top_task("t", sort="-time").id == ids[-2]
+    assert hub.run_top_task("t", sort="time").id == ids[0]

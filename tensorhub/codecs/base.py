@@ -21,8 +21,13 @@ class Codec:
     def can_encode(self, obj: Any) -> bool:
         raise NotImplementedError
 
-    def encode(self, obj: Any, out: BinaryIO) -> dict[str, Any]:
-        """Write ``obj`` to ``out``; return small readable facts about it (shape, dtype...)."""
+    def encode(self, obj: Any, out: BinaryIO, allow_pickle: bool = False) -> dict[str, Any]:
+        """Write ``obj`` to ``out``; return small readable facts about it (shape, dtype...).
+
+        A codec that can store ``obj`` only in a form whose loading can run code refuses unless
+        ``allow_pickle``, and then marks the facts with ``"unsafe": True`` so that loading it
+        needs ``allow_pickle`` too.
+        """
         raise NotImplementedError
 
     def decode(self, src: BinaryIO, info: dict[str, Any]) -> Any:

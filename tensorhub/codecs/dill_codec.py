@@ -16,7 +16,7 @@ class DillCodec(Codec):
     def can_encode(self, obj: Any) -> bool:
         return True
 
-    def encode(self, obj: Any, out: BinaryIO) -> dict[str, Any]:
+    def encode(self, obj: Any, out: BinaryIO, allow_pickle: bool = False) -> dict[str, Any]:
         dill.dump(obj, out, recurse=True)
         return {"python_type": f"{type(obj).__module__}.{type(obj).__qualname__}"}
 

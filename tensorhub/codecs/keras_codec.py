@@ -1,5 +1,14 @@
 """tf.keras models in Keras' own ``.keras`` archive (architecture + weights), loaded in safe mode.
 
+A model that cannot come back from that archive is refused at save time with a message that says
+how to fix it, rather than stored and found broken later:
+
+- a model that is not built yet has no weights to save;
+- a ``Lambda`` layer keeps its function as pickled bytecode: stored only with ``allow_pickle=True``
+  (and then loadable only with ``allow_pickle=True``, Keras' ``safe_mode=False``);
+- a ``Model``/``Layer`` subclass Keras does not know by name cannot be rebuilt by another process
+  unless it is registered with ``keras.saving.register_keras_serializable``.
+
 TensorFlow is an optional dependency: this codec only imports it when it sees a Keras model or
 loads one, so the hub works (and imports fast) without it.
 """
@@ -13,7 +22,7 @@ import tempfile
 from typing import Any, BinaryIO
 
 from tensorhub.codecs.base import Codec, register
-from tensorhub.errors import CodecError
+from tensorhub.errors import CodecError, PickleNotAllowed
 
 ARCHITECTURE_LIMIT = 2 * 1024 * 1024  # keep documents small: bigger configs stay in the archive only
 
@@ -27,6 +36,47 @@ def _keras() -> Any:
     return keras
 
 
+def _layers(keras: Any, model: Any) -> list[Any]:
+    """The model and every layer inside it, nested models included."""
+    found, stack = [], [model]
+    while stack:
+        layer = stack.pop()
+        found.append(layer)
+        stack.extend(getattr(layer, "layers", []) or [])
+    return found
+
+
+def _unregistered(keras: Any, layer: Any) -> bool:
+    cls = type(layer)
+    if cls.__module__.startswith(("keras.", "tf_keras.", "tensorflow.")):
+        return False
+    name = keras.saving.get_registered_name(cls)
+    return keras.saving.get_registered_object(name) is not cls
+
+
+def check_saveable(keras: Any, model: Any, allow_pickle: bool) -> str | None:
+    """Raise :class:`CodecError` for a model that cannot round-trip; the unsafe reason or None."""
+    if not model.built:
+        raise CodecError(f"the Keras model {model.name!r} is not built, so it has no weights yet: "
+                         "call model.build(input_shape), or fit/predict once, before saving it")
+    layers = _layers(keras, model)
+    strangers = sorted({type(layer).__qualname__ for layer in layers if _unregistered(keras, layer)})
+    if strangers:
+        raise CodecError(
+            f"Keras cannot rebuild {', '.join(strangers)} in another process: register the class with "
+            "@keras.saving.register_keras_serializable(package='yours') (and import it before loading), "
+            "or save only the weights: hub.save_model(model.get_weights(), ...)")
+    lambdas = sorted(layer.name for layer in layers if isinstance(layer, keras.layers.Lambda))
+    if not lambdas:
+        return None
+    if not allow_pickle:
+        raise PickleNotAllowed(
+            f"Lambda layer(s) {', '.join(lambdas)} store their function as pickled code, which runs when "
+            "the model is loaded: replace them with a registered custom layer, or pass allow_pickle=True "
+            "(loading then needs allow_pickle=True too)")
+    return f"Lambda layer(s) {', '.join(lambdas)}"
+
+
 class KerasCodec(Codec):
     name = "keras"
     file_format = "keras"
@@ -36,8 +86,9 @@ class KerasCodec(Codec):
         keras = sys.modules.get("keras")
         return keras is not None and isinstance(obj, keras.Model)
 
-    def encode(self, obj: Any, out: BinaryIO) -> dict[str, Any]:
+    def encode(self, obj: Any, out: BinaryIO, allow_pickle: bool = False) -> dict[str, Any]:
         keras = _keras()
+        unsafe = check_saveable(keras, obj, allow_pickle)
         with tempfile.TemporaryDirectory(prefix="tensorhub-") as tmp:
             path = os.path.join(tmp, "model.keras")
             obj.save(path)
@@ -45,6 +96,8 @@ class KerasCodec(Codec):
                 shutil.copyfileobj(src, out, length=1024 * 1024)
         info: dict[str, Any] = {"keras_version": keras.__version__, "class_name": type(obj).__name__,
                                 "model_name": obj.name, "parameters": int(obj.count_params())}
+        if unsafe:
+            info.update(unsafe=True, unsafe_reason=unsafe)
         config = obj.to_json()
         if len(config) <= ARCHITECTURE_LIMIT:
             info["architecture"] = json.loads(config)
@@ -56,8 +109,13 @@ class KerasCodec(Codec):
             path = os.path.join(tmp, "model.keras")
             with open(path, "wb") as dst:
                 shutil.copyfileobj(src, dst, length=1024 * 1024)
-            # safe_mode refuses Lambda layers' pickled code: loading a model never runs code.
-            return keras.models.load_model(path, safe_mode=True)
+            # safe_mode refuses Lambda layers' pickled code: loading a model never runs code,
+            # unless it was saved (and is loaded) with allow_pickle=True.
+            try:
+                return keras.models.load_model(path, safe_mode=not info.get("unsafe"))
+            except (TypeError, ValueError) as err:
+                raise CodecError(f"Keras could not rebuild this model ({err}); if it uses custom "
+                                 "classes, import their module before loading") from err
 
 
 register(KerasCodec())

@@ -17,7 +17,7 @@ class NumpyCodec(Codec):
         # Object arrays would need pickle; they fall through to dill (opt-in) instead.
         return isinstance(obj, np.ndarray) and not obj.dtype.hasobject
 
-    def encode(self, obj: np.ndarray, out: BinaryIO) -> dict[str, Any]:
+    def encode(self, obj: np.ndarray, out: BinaryIO, allow_pickle: bool = False) -> dict[str, Any]:
         # write_array streams in buffered chunks for non-file outputs: no full extra copy.
         npy_format.write_array(out, obj, allow_pickle=False)
         return {"shape": list(obj.shape), "dtype": obj.dtype.str}

@@ -20,7 +20,7 @@ class DataFrameCodec(Codec):
     def can_encode(self, obj: Any) -> bool:
         return isinstance(obj, pd.DataFrame)
 
-    def encode(self, obj: pd.DataFrame, out: BinaryIO) -> dict[str, Any]:
+    def encode(self, obj: pd.DataFrame, out: BinaryIO, allow_pickle: bool = False) -> dict[str, Any]:
         obj.to_parquet(_KeepOpen(out), engine="pyarrow", index=True)
         return {"rows": int(len(obj)), "columns": [str(c) for c in obj.columns],
                 "dtypes": [str(t) for t in obj.dtypes]}

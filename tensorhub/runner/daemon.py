@@ -18,19 +18,18 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import PyMongoError
 
+from tensorhub import defaults
 from tensorhub.errors import InvalidArgument
-from tensorhub.fields import build_query
 from tensorhub.runner.process import TaskProcess
 from tensorhub.runner.wakeup import Wakeup
-from tensorhub.tasks.claims import Outcome, runner_identity
+from tensorhub.tasks.attempt import Attempt
+from tensorhub.tasks.claims import Claim, ClaimInDoubt, Outcome, runner_identity
 from tensorhub.tasks.execute import describe_error
-from tensorhub.tasks.queue import NOT_QUERYABLE
 
 if TYPE_CHECKING:
     from tensorhub.hub import TensorHub
 
 log = logging.getLogger("tensorhub.runner")
-FENCE_FRACTION = 0.8   # kill our task when 80% of the lease passed without a renewal
 SUPERVISE_SLICE = 0.1  # seconds between looks at running children
 
 
@@ -42,9 +41,9 @@ class RunnerConfig:
     gpus: list[str] | None = None
     slots: int = 1
     max_tasks: int | None = None
-    lease_seconds: float = 60.0
-    poll_interval: float = 0.1
-    grace_seconds: float = 30.0
+    lease_seconds: float = defaults.LEASE_SECONDS
+    poll_interval: float = defaults.POLL_INTERVAL
+    grace_seconds: float = defaults.GRACE_SECONDS
     allow_pickle: bool = False
     query: dict[str, Any] = field(default_factory=dict)
     workdir: str | None = None
@@ -64,8 +63,7 @@ class RunnerConfig:
 class Slot:
     gpu: str | None
     process: TaskProcess | None = None
-    next_beat: float = 0.0
-    fence_deadline: float = 0.0
+    attempt: Attempt | None = None
 
 
 class Runner:
@@ -86,11 +84,9 @@ class Runner:
         self._stop_now = False
         self._grace_deadline = 0.0
         self._next_reap = 0.0
-        self._wakeup = Wakeup(hub.tasks.tasks, self.config.poll_interval)
-        kinds = ["script", "function"] if self.config.allow_pickle else ["script"]
-        self._query = {**build_query(self.config.query, NOT_QUERYABLE), "code.kind": {"$in": kinds}}
-        if self.config.task_name is not None:
-            self._query["name"] = self.config.task_name
+        self.queue = hub.queue
+        self._wakeup = Wakeup(hub.queue.watch, self.config.poll_interval)
+        self._in_doubt: list[ClaimInDoubt] = []  # claims whose replies were lost: hand back later
 
     # -- control -------------------------------------------------------------------------------
     def stop(self, now: bool = False) -> None:
@@ -123,17 +119,18 @@ class Runner:
             while not self._should_exit():
                 try:
                     self._supervise()
+                    self._settle_doubts()
                     claimed = self._fill_slots()
                     self._reap_if_due()
                     failures = 0
                 except Exception as err:  # the server, mostly; a daemon logs and carries on
-                    if not isinstance(err, PyMongoError):
+                    if not isinstance(err, (PyMongoError, ClaimInDoubt)):
                         log.exception("unexpected error in the runner loop")
                     failures += 1
                     # Retry soon while tasks run (their outcomes and leases wait on us), lazily when idle.
                     busy = any(slot.process for slot in self.slots)
                     delay = min(2.0 if busy else 30.0, 0.25 * 2 ** min(failures, 7))
-                    what = "server unreachable" if isinstance(err, PyMongoError) else "runner error"
+                    what = "server unreachable" if isinstance(err, (PyMongoError, ClaimInDoubt)) else "runner error"
                     log.warning("%s (%s); retrying in %.1fs", what, err, delay)
                     self._supervise_offline(delay)
                     continue
@@ -161,22 +158,43 @@ class Runner:
             if slot.process is not None or self._stopping or self._quota_reached():
                 continue
             runner = {**self.identity, "gpu": slot.gpu}
-            claim = self.hub.tasks.claims.claim_next(self._query, runner, self.config.lease_seconds)
+            try:
+                claim = self.queue.claim_next(runner, self.config.lease_seconds, self.config.task_name,
+                                              self.config.query, self.config.allow_pickle)
+            except ClaimInDoubt as doubt:
+                log.warning("%s; it will be handed back when the server answers", doubt)
+                self._in_doubt.append(doubt)
+                raise
             if claim is None:
                 break
-            self.started += 1
             claimed = True
-            now = time.monotonic()
-            try:
-                slot.process = TaskProcess(self.hub, claim, slot.gpu, self.config.workdir)
-            except Exception as err:  # no process: give the attempt back as failed right away
-                log.exception("task %s could not be started", claim.task_id)
-                self.hub.tasks.claims.finish(claim, Outcome("failed", error=describe_error(err)))
-                continue
-            slot.next_beat = now + self.config.lease_seconds / 3
-            slot.fence_deadline = now + self.config.lease_seconds * FENCE_FRACTION
-            log.info("slot %s: running task %s (attempt %d)", slot.gpu, claim.task_id, claim.seq)
+            self._start(slot, claim)
         return claimed
+
+    def _start(self, slot: Slot, claim: Claim) -> None:
+        """Confirm the claim on the server (so an expired lease counts as an attempt), then spawn."""
+        attempt = Attempt(self.queue, claim)
+        try:
+            if not attempt.start():
+                log.info("task %s: claim ended elsewhere before it started", claim.task_id)
+                return
+        except ClaimInDoubt as doubt:
+            self._in_doubt.append(doubt)
+            raise
+        self.started += 1
+        try:
+            slot.process = TaskProcess(self.hub, claim, slot.gpu, self.config.workdir)
+        except Exception as err:  # no process: give the attempt back as failed right away
+            log.exception("task %s could not be started", claim.task_id)
+            attempt.write_back(Outcome("failed", error=describe_error(err)))
+            return
+        slot.attempt = attempt
+        log.info("slot %s: running task %s (attempt %d)", slot.gpu, claim.task_id, claim.attempt)
+
+    def _settle_doubts(self) -> None:
+        while self._in_doubt:
+            self.queue.settle(self._in_doubt[0])
+            self._in_doubt.pop(0)
 
     def _supervise(self) -> None:
         """Look after every slot; one slot's error does not starve the others' heartbeats."""
@@ -191,93 +209,72 @@ class Runner:
             raise first_error
 
     def _supervise_slot(self, slot: Slot) -> None:
-        now = time.monotonic()
-        proc = slot.process
-        if proc is not None:
-            if proc.poll() is not None:
-                self._complete(slot)
-                return
-            if now >= slot.fence_deadline:
-                self._abandon(slot, "could not renew the lease in time")
-                return
-            timeout = proc.claim.task.get("timeout_seconds")
-            if timeout and now - proc.started > timeout:
-                proc.kill({"type": "TaskTimeout", "message": f"the task ran longer than its timeout of {timeout}s"})
-                self._complete(slot)
-                return
-            if now >= slot.next_beat:
-                if self.hub.tasks.claims.heartbeat(proc.claim):
-                    slot.next_beat = now + self.config.lease_seconds / 3
-                    slot.fence_deadline = now + self.config.lease_seconds * FENCE_FRACTION
-                else:  # cancelled, deleted, or reaped after we lost touch: not ours any more
-                    self._abandon(slot, "the attempt was ended elsewhere (cancelled, deleted or lease expired)")
+        proc, attempt = slot.process, slot.attempt
+        if proc is None or attempt is None:
+            return
+        if proc.poll() is not None:
+            self._complete(slot)
+            return
+        if attempt.fenced():
+            self._abandon(slot, "could not renew the lease in time")
+            return
+        timeout = attempt.claim.task["_hub"].get("timeout_seconds")
+        if timeout and time.monotonic() - proc.started > timeout:
+            proc.kill({"type": "TaskTimeout", "message": f"the task ran longer than its timeout of {timeout}s"})
+            self._complete(slot)
+            return
+        if attempt.beat_due() and not attempt.beat():
+            # cancelled, deleted, or reaped after we lost touch: not ours any more
+            self._abandon(slot, "the attempt was ended elsewhere (cancelled, deleted or lease expired)")
 
     def _supervise_offline(self, delay: float) -> None:
         """While the server is unreachable: keep fencing and reaping children, without the server."""
         end = time.monotonic() + delay
         while time.monotonic() < end and not self._stop_now:
             for slot in self.slots:
-                proc = slot.process
+                proc, attempt = slot.process, slot.attempt
                 # An exited task keeps its outcome for the write-back; a running one must stop
                 # before its lease can expire elsewhere.
-                if proc is None or time.monotonic() < slot.fence_deadline:
+                if proc is None or attempt is None or not attempt.fenced():
                     continue
                 if proc.poll() is None:
                     self._abandon(slot, "could not renew the lease in time")
-                elif time.monotonic() >= slot.fence_deadline + self.config.lease_seconds:
+                elif time.monotonic() >= attempt.fence_deadline + self.config.lease_seconds:
                     # The lease is long gone and the outcome still cannot be written: drop it
                     # (the reaper retries the task) rather than retry a poisoned write forever.
                     self._abandon(slot, "could not write the outcome before the lease expired")
             self._wakeup.wait(False, SUPERVISE_SLICE)
 
     def _complete(self, slot: Slot) -> None:
-        proc = slot.process
-        assert proc is not None
+        proc, attempt = slot.process, slot.attempt
+        assert proc is not None and attempt is not None
         outcome = proc.outcome()
-        self._write_back(proc, outcome)
+        # The stored log is kept on the attempt: if the server drops us here, the retry reuses it.
+        if not attempt.write_back(outcome, str(proc.log_path)):
+            log.warning("task %s: lease lost before the outcome was written; outcome discarded",
+                        proc.claim.task_id)
         self.completed += 1
         log.info("task %s: %s", proc.claim.task_id, outcome.status)
         proc.cleanup()
-        slot.process = None
-
-    def _write_back(self, proc: TaskProcess, outcome: Outcome) -> None:
-        claims, queue = self.hub.tasks.claims, self.hub.tasks
-        # Kept on the process: if the server drops us below, the retry reuses the stored log.
-        if proc.log_ref is None:
-            proc.log_ref = queue.store_output_log(str(proc.log_path), proc.claim.task_id, proc.claim.seq)
-        log_ref = proc.log_ref
-        outcome.output = {**(outcome.output or {}), "log": log_ref}
-        if claims.finish(proc.claim, outcome):
-            previous = (proc.claim.task.get("output") or {}).get("log")
-            if previous:
-                self.hub.blobs.delete([previous["id"]])
-        elif self._task_log_id(proc) == log_ref["id"]:
-            pass  # an earlier try landed and only its answer was lost: the outcome is in
-        else:
-            self.hub.blobs.delete([log_ref["id"]])
-            log.warning("task %s: lease lost before the outcome was written; outcome discarded", proc.claim.task_id)
-
-    def _task_log_id(self, proc: TaskProcess) -> Any:
-        task = self.hub.tasks.tasks.find_one({"_id": proc.claim.task_id}, {"output.log.id": 1})
-        return ((task or {}).get("output") or {}).get("log", {}).get("id")
+        slot.process = slot.attempt = None
 
     def _abandon(self, slot: Slot, why: str) -> None:
-        proc = slot.process
+        proc, attempt = slot.process, slot.attempt
         assert proc is not None
         log.warning("task %s: %s; killing it", proc.claim.task_id, why)
         proc.kill()
         proc.cleanup()
-        slot.process = None
-        if proc.log_ref is not None:  # stored for an outcome that will never be written
+        slot.process = slot.attempt = None
+        if attempt is not None:  # a log stored for an outcome that will never be written
             try:
-                self.hub.blobs.delete([proc.log_ref["id"]])
+                attempt.discard_log()
             except Exception:
                 log.info("its stored log stays behind as an orphan blob (tensorhub orphans)")
 
     def _hand_back_all(self) -> None:
         for slot in self.slots:
-            proc = slot.process
-            if proc is None:
+            proc, attempt = slot.process, slot.attempt
+            if proc is None or attempt is None:
                 continue
             if proc.poll() is not None:  # it finished: keep its result rather than run it again
                 try:
@@ -286,18 +283,19 @@ class Runner:
                 except Exception:
                     log.warning("task %s: could not write its outcome; handing it back", proc.claim.task_id)
             proc.kill()
+            why = "the runner was stopped (SIGTERM/SIGINT) before the task finished"
             try:
-                self.hub.tasks.claims.finish(proc.claim, Outcome("handed_back"))
+                attempt.write_back(Outcome("handed_back", reason=why))
                 log.info("task %s handed back", proc.claim.task_id)
             except PyMongoError:
                 log.warning("task %s: could not hand back; it returns when its lease expires", proc.claim.task_id)
             proc.cleanup()
-            slot.process = None
+            slot.process = slot.attempt = None
 
     def _reap_if_due(self) -> None:
         now = time.monotonic()
         if now >= self._next_reap:
-            reaped = self.hub.tasks.claims.reap_expired()
+            reaped = self.queue.reap_expired()
             if reaped:
                 log.info("returned %d task(s) with expired leases", reaped)
                 self._wakeup.wake()

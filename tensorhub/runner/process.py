@@ -1,5 +1,27 @@
-"""One task attempt as a supervised subprocess: start it, poll it, kill its process group,
-and read what it left behind (outcome file, output log)."""
+"""One task attempt as a supervised subprocess: start it, poll it, stop it together with everything
+it started, and read what it left behind (outcome file, output log).
+
+On Linux the process tree of an attempt is (see ``child.py`` and ``descendants.py``)::
+
+    runner                      a child subreaper (set up by the first TaskProcess)
+    └── supervisor              python -m tensorhub.runner.child WORKDIR; leads its own process group
+        └── worker              the task's code
+            └── ...             anything it starts, setsid() or not; orphans re-parent to the supervisor
+
+* The attempt ends on its own: the supervisor kills what the worker left running, then exits.
+* Timeout, cancellation, lost lease, shutdown (``kill()``): SIGTERM to the supervisor, which does
+  the same; if it has not exited after ``STOP_GRACE`` seconds, SIGKILL to its whole process group.
+* The runner dies, even of SIGKILL: the supervisor gets SIGTERM from Linux (parent-death signal)
+  and cleans up on its own. Linux sends it when the *thread* that started the supervisor ends, so
+  TaskProcess objects must be created by a thread that lives as long as the runner.
+* The supervisor itself is killed outright: the worker dies with it (its own parent-death signal),
+  and what the worker started re-parents to the runner, which ``cleanup()`` sweeps: it kills every
+  child of the runner process that is not a supervisor it started. A runner process therefore
+  owns all its children; run it in a process of its own, as ``tensorhub runner`` does.
+
+Elsewhere (no ``/proc``) only the process group is killed: descendants that call ``setsid()``
+survive the attempt there.
+"""
 from __future__ import annotations
 
 import os
@@ -9,11 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bson
 
+from tensorhub.runner import descendants
 from tensorhub.runner.child import ENV_PARENT
 from tensorhub.tasks.claims import Claim, Outcome
 from tensorhub.tasks.context import ENV_ATTEMPT, ENV_PROJECT, ENV_TASK, ENV_URI
@@ -22,33 +46,56 @@ if TYPE_CHECKING:
     from tensorhub.hub import TensorHub
 
 OUTPUT_TAIL = 4000
+STOP_GRACE = 3.0     # seconds a supervisor gets to kill its tree before its group is SIGKILLed
+EXIT_WAIT = 30.0     # then how long to wait for it to die (a wedged GPU driver can hold a process)
+SWEEP_WAIT = 2.0     # how long cleanup() waits for the attempt's process group to empty
+# How long one sweep keeps killing strays: SIGKILLed processes go in milliseconds, and one stuck in
+# the kernel must not hold up the runner's loop (and its heartbeats) for long at every attempt end.
+STRAY_WAIT = 0.5
+SUPERVISED = descendants.SUPPORTED  # child.py starts a supervisor exactly when this holds
+# Looking at a child's exit without reaping it needs waitid (Linux; macOS from Python 3.13).
+CAN_PEEK = hasattr(os, "waitid") and hasattr(os, "WNOWAIT")
+
+# Supervisors this process started and has not reaped: the stray sweep must leave them (and their
+# exit status, which their Popen collects) alone. A cleaned-up attempt whose supervisor would not
+# die yet moves to _abandoned until it can be reaped.
+_running: "weakref.WeakSet[TaskProcess]" = weakref.WeakSet()
+_abandoned: list[subprocess.Popen] = []
 
 
 class TaskProcess:
-    """A running attempt: ``poll()`` until it exits, then ``outcome()``; ``kill()`` any time."""
+    """A running attempt: ``poll()`` until it exits, then ``outcome()``; ``kill()`` any time;
+    ``cleanup()`` once done with it (it reaps the process and kills whatever it left behind)."""
 
     def __init__(self, hub: "TensorHub", claim: Claim, gpu: str | None, workroot: str | None = None) -> None:
         self.claim = claim
         self.workdir = Path(tempfile.mkdtemp(prefix=f"task-{claim.task_id}-{claim.seq}-", dir=workroot))
         self.workdir.joinpath("task.bson").write_bytes(bson.encode(claim.task))
-        code = claim.task["code"]
-        if code["kind"] == "function":
-            self.workdir.joinpath("function.dill").write_bytes(hub.blobs.read_bytes(code["blob"]["id"]))
-        env = {**os.environ, ENV_URI: hub.uri, ENV_PROJECT: hub.project_name, ENV_TASK: str(claim.task_id),
-               ENV_ATTEMPT: str(claim.seq), ENV_PARENT: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+        function_bytes = hub.queue.function_bytes(claim)
+        if function_bytes is not None:
+            self.workdir.joinpath("function.dill").write_bytes(function_bytes)
+        # The child opens its own hub: it gets the full URI (in its environment, never in a log);
+        # the project None (TensorLayer's default) travels as the empty string.
+        env = {**os.environ, ENV_URI: hub.connection_uri(), ENV_PROJECT: hub.project_name or "",
+               ENV_TASK: str(claim.task_id), ENV_ATTEMPT: str(claim.attempt), ENV_PARENT: str(os.getpid()),
+               "PYTHONUNBUFFERED": "1"}
         # The child imports the very tensorhub this runner runs, installed or not.
         package_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu  # the task sees only its slot's GPU
         self.log_path = self.workdir / "output.log"
+        # Before the first task starts: what a supervisor killed outright leaves behind comes to us.
+        descendants.become_subreaper()
         with open(self.log_path, "wb") as log:
-            # start_new_session: the task and anything it spawns form one process group to kill.
+            # start_new_session: the supervisor, the task and what it spawns form one process group.
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "tensorhub.runner.child", str(self.workdir)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 cwd=self.workdir, start_new_session=True)
+        _running.add(self)
         self.started = time.monotonic()
+        self.returncode: int | None = None
         self.kill_reason: dict[str, Any] | None = None
         self.log_ref: dict[str, Any] | None = None
 
@@ -56,20 +103,42 @@ class TaskProcess:
     def pid(self) -> int:
         return self.popen.pid
 
+    @property
+    def reaped(self) -> bool:
+        return self.popen.returncode is not None
+
     def poll(self) -> int | None:
-        return self.popen.poll()
+        """The exit code (minus the signal that killed it), or None while the attempt runs.
+
+        Does not reap: until ``cleanup()`` the supervisor stays our zombie, so its pid and process
+        group id cannot be handed to another process and signalling them stays safe.
+        """
+        if self.returncode is None:
+            self.returncode = _peek_exit(self.popen) if CAN_PEEK else self.popen.poll()
+        return self.returncode
 
     def kill(self, reason: dict[str, Any] | None = None) -> None:
-        """SIGKILL the whole process group (the task and its children) and reap it."""
+        """Stop the attempt and everything it started, and wait for it to exit."""
         if reason is not None and self.kill_reason is None:
             self.kill_reason = reason
-        self._kill_group()
-        try:
-            self.popen.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # stuck in the kernel (a wedged GPU driver, say)
-            pass
+        if SUPERVISED and self.poll() is None:
+            # SIGTERM, not SIGKILL: the supervisor has to outlive its worker to kill what the
+            # worker started outside the process group. (Not Popen.send_signal: it would reap.)
+            os.kill(self.popen.pid, signal.SIGTERM)
+            self._wait(STOP_GRACE)
+        self._kill_group()  # a supervisor that did not stop in time, or the task itself off Linux
+        self._wait(EXIT_WAIT)
+
+    def _wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while self.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _kill_group(self) -> None:
+        # Only while the leader is unreaped (then no other group can have its id); without waitid
+        # we cannot look without reaping and, as ever off Linux, take the tiny risk.
+        if self.reaped and CAN_PEEK:
+            return
         try:
             os.killpg(self.popen.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -77,7 +146,8 @@ class TaskProcess:
 
     def outcome(self) -> Outcome:
         """What the attempt produced, once it has exited (or been killed)."""
-        output = {"tail": self.output_tail(), "exit_code": self.popen.returncode}
+        code = self.poll()
+        output = {"tail": self.output_tail(), "exit_code": code}
         if self.kill_reason is not None:
             return Outcome("failed", error=self.kill_reason, output=output)
         path = self.workdir / "outcome.bson"
@@ -86,7 +156,6 @@ class TaskProcess:
             if data.get("ok"):
                 return Outcome("finished", result=data.get("result") or {}, output=output)
             return Outcome("failed", error=data.get("error"), output=output)
-        code = self.popen.returncode
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
         return Outcome("failed", error={"type": "ProcessDied", "message": f"the task process {how} "
                                         "before reporting a result"}, output=output)
@@ -98,6 +167,55 @@ class TaskProcess:
             return log.read().decode("utf-8", errors="replace")
 
     def cleanup(self) -> None:
-        """Remove the work dir, and anything the task left running in its process group."""
+        """Reap the attempt, kill anything it left running (anywhere), and remove the work dir."""
         self._kill_group()
+        if self.poll() is not None:
+            self.popen.wait()
+        elif not self.reaped:  # stuck in the kernel even after SIGKILL: reap it in a later sweep
+            _abandoned.append(self.popen)
+        _running.discard(self)
+        if SUPERVISED:
+            self._sweep()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _sweep(self) -> None:
+        """Kill the runner's stray children until this attempt's process group is empty.
+
+        Normally there is nothing to do: the supervisor left nothing behind. When it was killed
+        outright, its worker is dying of its parent-death signal and only then hands its own
+        children (setsid or not) to us, so we wait, in short steps, until the group is gone.
+        """
+        deadline = time.monotonic() + SWEEP_WAIT
+        while True:
+            sweep_strays()
+            try:
+                os.killpg(self.popen.pid, 0)  # signal 0 only asks; harmless whoever has the id now
+            except (ProcessLookupError, PermissionError):
+                return
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.01)
+
+
+def sweep_strays() -> list[int]:
+    """Kill and reap every child of this runner process that is not a supervisor it started.
+
+    They are what tasks left behind when their supervisor could not clean up (it was killed
+    outright); the runner, a subreaper, adopted them. Returns the pids still there (stuck).
+    """
+    for popen in list(_abandoned):
+        if popen.poll() is not None:
+            _abandoned.remove(popen)
+    keep = {proc.pid for proc in _running if not proc.reaped} | {popen.pid for popen in _abandoned}
+    return descendants.kill_descendants(keep=keep, timeout=STRAY_WAIT)
+
+
+def _peek_exit(popen: subprocess.Popen) -> int | None:
+    """``popen``'s exit code (minus its signal) if it has exited, without reaping it."""
+    try:
+        info = os.waitid(os.P_PID, popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:  # reaped behind our back: let Popen say what it can
+        return popen.poll()
+    if info is None:
+        return None
+    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status

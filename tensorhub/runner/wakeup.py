@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from typing import Any
 
-from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
 log = logging.getLogger("tensorhub.runner")
@@ -20,8 +21,8 @@ STREAMING_INTERVAL = 2.0
 
 
 class Wakeup:
-    def __init__(self, collection: Collection, max_interval: float) -> None:
-        self._collection = collection
+    def __init__(self, watch: Callable[..., Any], max_interval: float) -> None:
+        self._open_stream = watch  # the queue's change stream of new and changed tasks
         self._max = max_interval
         self._interval = MIN_INTERVAL
         self._event = threading.Event()
@@ -50,9 +51,8 @@ class Wakeup:
             self._interval = MIN_INTERVAL
 
     def _watch(self) -> None:
-        pipeline = [{"$match": {"operationType": {"$in": ["insert", "update", "replace"]}}}]
         try:
-            with self._collection.watch(pipeline, max_await_time_ms=500) as stream:
+            with self._open_stream(max_await_time_ms=500) as stream:
                 self.streaming = True
                 log.info("listening for new tasks on a change stream")
                 while not self._stopped.is_set():

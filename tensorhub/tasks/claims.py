@@ -1,41 +1,54 @@
 """Where claims happen: taking a pending task, keeping its lease alive, and ending the attempt.
 
 A claim is the ticket document ``<task_id>/<seq>`` in ``task_claims``; it carries the lease
-(``expires_at``), renewed only by the runner that holds it. Ending the attempt takes the ticket
+(``expires_at``), renewed only by the runner that holds it, and ``started_at`` once the runner
+has confirmed the claim and is about to run the code. Ending the attempt takes the ticket
 ``<task_id>/<seq>/end``; whoever wins it (the runner with its outcome, a reaper after expiry, a
 cancellation) is the only party that writes the attempt's outcome, in one update that also
 matches the claim's ``seq`` and token (fencing). See ``states.py`` for why tickets.
+
+Lost replies: every step of a claim is retried with the same token, and a retry adopts what the
+server shows (the ticket is ours, the task is running under our token). A claim that cannot be
+confirmed in time is handed back later without charging an attempt (:meth:`ClaimBook.settle`), and
+a lease that expires before its runner ever started the code is a lost round, not an attempt.
 """
 from __future__ import annotations
 
 import datetime as dt
 import os
 import socket
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
+from pymongo.errors import ConnectionFailure
 
-from tensorhub.fields import utcnow
+from tensorhub.errors import TaskError
+from tensorhub.fields import HUB, utcnow
+from tensorhub.project import PROJECT_FIELD, Project
 from tensorhub.tasks import states
+from tensorhub.tasks.model import Task
 from tensorhub.tasks.states import FAILED, PENDING, RUNNING
 
-CLAIM_ORDER = [("priority", DESCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
+CLAIM_ORDER = [(f"{HUB}.priority", DESCENDING), (f"{HUB}.created_at", ASCENDING), ("_id", ASCENDING)]
 CANDIDATES_PER_CLAIM = 8
 FAILURES_KEPT = 10
 # A ticket whose winner has not made its task update this long after taking it belongs to a
 # process that died in between (the update follows the insert within milliseconds).
 STALE_TICKET = dt.timedelta(seconds=30)
+T = TypeVar("T")
 
 
 @dataclass
 class Claim:
     """A runner's hold on one attempt of one task."""
 
-    task: dict[str, Any]
+    task: dict[str, Any]              # the task document as it was when claimed
     seq: int
     token: str
     runner: dict[str, Any]
@@ -49,6 +62,15 @@ class Claim:
     def ticket(self) -> str:
         return states.claim_ticket(self.task_id, self.seq)
 
+    @property
+    def attempt(self) -> int:
+        """The attempt number users see in the task document (1 for the first attempt)."""
+        return int(self.task[HUB].get("attempts", 0))
+
+    @property
+    def info(self) -> Task:
+        return Task.from_doc(self.task)
+
 
 @dataclass
 class Outcome:
@@ -58,6 +80,18 @@ class Outcome:
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     output: dict[str, Any] | None = None
+    reason: str | None = None         # why it was handed back
+
+
+class ClaimInDoubt(TaskError):
+    """Raised when a claim's replies were lost and it could not be confirmed in time.
+
+    The runner keeps it and calls :meth:`ClaimBook.settle` once the server answers again.
+    """
+
+    def __init__(self, task_id: ObjectId, seq: int, token: str) -> None:
+        super().__init__(f"claim of task {task_id} (round {seq}) could not be confirmed")
+        self.task_id, self.seq, self.token = task_id, seq, token
 
 
 def runner_identity(gpu: str | None = None, runner_id: str | None = None) -> dict[str, Any]:
@@ -66,108 +100,194 @@ def runner_identity(gpu: str | None = None, runner_id: str | None = None) -> dic
             "pid": os.getpid(), "gpu": gpu}
 
 
+def retrying(call: Callable[[], T], deadline: float) -> T:
+    """``call()``, retried on connection errors until ``deadline`` (monotonic seconds).
+
+    Only for idempotent steps: a retry may find its first try already applied.
+    """
+    delay = 0.05
+    while True:
+        try:
+            return call()
+        except ConnectionFailure:
+            if time.monotonic() + delay >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
 class ClaimBook:
     """Claims, leases and attempt endings for the tasks of one project."""
 
-    def __init__(self, tasks: Collection, claims: Collection, project: str) -> None:
-        self.tasks = tasks
-        self.claims = claims
+    def __init__(self, tasks: Collection, claims: Collection, project: Project) -> None:
+        self._tasks = tasks
+        self._claims = claims
         self.project = project
 
     def ensure_indexes(self) -> None:
-        self.claims.create_index([("task_id", ASCENDING)])
+        self._claims.create_index([("task_id", ASCENDING)])
 
     # -- claiming ------------------------------------------------------------------------------
     def claim_next(self, query: dict[str, Any], runner: dict[str, Any], lease_seconds: float,
                    sort: list[tuple[str, int]] | None = None) -> Claim | None:
-        """Claim the first pending task matching ``query`` (priority, then age), or return None."""
-        filter_ = {**query, "project": self.project, "status": PENDING}
-        for candidate in self.tasks.find(filter_, {"seq": 1}, sort=sort or CLAIM_ORDER,
-                                         limit=CANDIDATES_PER_CLAIM):
-            claim = self._try_claim(candidate["_id"], int(candidate.get("seq", 0)), runner, lease_seconds)
+        """Claim the first pending task matching ``query`` (priority, then age), or return None.
+
+        Raises :class:`ClaimInDoubt` when the server stopped answering halfway through a claim.
+        """
+        filter_ = self.project.scope({**query, "status": PENDING})
+        for candidate in self._tasks.find(filter_, {f"{HUB}.seq": 1}, sort=sort or CLAIM_ORDER,
+                                          limit=CANDIDATES_PER_CLAIM):
+            seq = int(candidate.get(HUB, {}).get("seq", 0))
+            claim = self._try_claim(candidate["_id"], seq, runner, lease_seconds)
             if claim is not None:
                 return claim
         return None
 
     def _try_claim(self, task_id: ObjectId, seq: int, runner: dict[str, Any],
                    lease_seconds: float) -> Claim | None:
-        token = uuid.uuid4().hex
-        now = utcnow()
+        token, now = uuid.uuid4().hex, utcnow()
         ticket = states.claim_ticket(task_id, seq + 1)
-        if not states.take_ticket(self.claims, ticket, token, task_id=task_id, project=self.project,
-                                  seq=seq + 1, purpose="run", runner=runner,
-                                  heartbeat_at=now, expires_at=now + dt.timedelta(seconds=lease_seconds)):
-            self._skip_stale_claim(task_id, seq, ticket, now)
-            return None  # someone else claimed (or cancelled) this round first
-        moved = states.transition(
-            self.tasks, task_id, PENDING, RUNNING, guard={"seq": seq},
+        deadline = time.monotonic() + lease_seconds / 2
+        try:
+            won = retrying(lambda: states.take_ticket(
+                self._claims, ticket, token, task_id=task_id, project=self.project.name, seq=seq + 1,
+                purpose="run", runner=runner, heartbeat_at=now,
+                expires_at=now + dt.timedelta(seconds=lease_seconds)), deadline)
+            if not won:
+                self._skip_stale_claim(task_id, seq, ticket, now)
+                return None  # someone else claimed (or cancelled) this round first
+            doc = retrying(lambda: self._enter_running(task_id, seq, token, runner, now), deadline)
+            if doc is None:
+                return None
+            claim = Claim(doc, seq + 1, token, runner, lease_seconds)
+            if retrying(lambda: self._ended_by_other(claim), deadline):
+                return None  # skipped as stale while we were slow
+            return claim
+        except ConnectionFailure:
+            raise ClaimInDoubt(task_id, seq + 1, token) from None
+
+    def _enter_running(self, task_id: ObjectId, seq: int, token: str, runner: dict[str, Any],
+                       now: dt.datetime) -> dict[str, Any] | None:
+        """Move the task into ``running`` under our token, or adopt that an earlier try did."""
+        ticket = states.claim_ticket(task_id, seq + 1)
+        states.transition(
+            self._tasks, task_id, PENDING, RUNNING, guard={"seq": seq},
             set_fields={"seq": seq + 1, "lease": {"ticket": ticket, "token": token}, "runner": runner,
                         "started_at": now, "finished_at": None},
             inc={"attempts": 1})
-        if not moved:  # deleted or skipped meanwhile: close the ticket so nothing waits on it
-            states.take_ticket(self.claims, states.end_ticket(task_id, seq + 1), token, task_id=task_id,
-                               by="claim-abandoned")
-            return None
-        task = self.tasks.find_one({"_id": task_id})
-        claim = Claim(task, seq + 1, token, runner, lease_seconds) if task else None
-        if claim is None or self._ended_by_other(claim):  # skipped as stale while we were slow
-            return None
-        return claim
+        doc = self._tasks.find_one({"_id": task_id})
+        if doc is not None and doc.get("status") == RUNNING and _lease_token(doc) == token:
+            return doc
+        # Deleted, cancelled or skipped meanwhile: close the round so nothing waits on it.
+        states.take_ticket(self._claims, states.end_ticket(task_id, seq + 1), token, task_id=task_id,
+                           by="claim-abandoned")
+        return None
 
     def _skip_stale_claim(self, task_id: ObjectId, seq: int, ticket: str, now: dt.datetime) -> None:
         """A claimer that died between its ticket and its update would block the task forever:
         past STALE_TICKET, move the task on to the next round (its old ticket then matches nothing)."""
-        taken = self.claims.find_one({"_id": ticket}, {"taken_at": 1})
+        taken = self._claims.find_one({"_id": ticket}, {"taken_at": 1, "owner": 1})
         if taken is None or _aware(taken["taken_at"]) >= now - STALE_TICKET:
             return
         # Ending the round by ticket first means a claimer that was only slow finds it ended and
         # backs off instead of running the task (see _try_claim), even where updates race.
         # Either way the round has an end ticket afterwards, so it is over and can be skipped.
-        states.take_ticket(self.claims, states.end_ticket(task_id, seq + 1), uuid.uuid4().hex,
+        states.take_ticket(self._claims, states.end_ticket(task_id, seq + 1), uuid.uuid4().hex,
                            task_id=task_id, by="stale-claim")
-        self.tasks.update_one({"_id": task_id, "status": PENDING, "seq": seq}, {"$set": {"seq": seq + 1}})
+        self._skip_round(task_id, seq, "a claimer took this round and never came back")
+
+    def _skip_round(self, task_id: ObjectId, seq: int, reason: str) -> None:
+        doc = self._tasks.find_one({"_id": task_id}, {f"{HUB}.history": 1})
+        entry = states.history_entry("round_skipped", round=seq + 1, reason=reason)
+        self._tasks.update_one({"_id": task_id, "status": PENDING, f"{HUB}.seq": seq},
+                               {"$set": {f"{HUB}.seq": seq + 1, f"{HUB}.history": states.with_history(doc, entry)}})
+
+    def settle(self, doubt: ClaimInDoubt) -> None:
+        """Give back a round whose claim could not be confirmed, without charging an attempt."""
+        doc = self._tasks.find_one({"_id": doubt.task_id})
+        if doc is None:
+            return
+        seq = int(doc[HUB].get("seq", 0))
+        end = states.end_ticket(doubt.task_id, doubt.seq)
+        if doc.get("status") == RUNNING and seq == doubt.seq and _lease_token(doc) == doubt.token:
+            if states.take_ticket(self._claims, end, doubt.token, task_id=doubt.task_id, by="runner"):
+                reason = "lost round: the runner lost the server's replies while claiming it"
+                self._end(doc, seq, Outcome("handed_back", reason=reason), token=doubt.token)
+            return
+        mine = self._claims.find_one({"_id": states.claim_ticket(doubt.task_id, doubt.seq),
+                                      "owner": doubt.token}, {"_id": 1})
+        if doc.get("status") == PENDING and seq == doubt.seq - 1 and mine is not None:
+            states.take_ticket(self._claims, end, doubt.token, task_id=doubt.task_id, by="lost-round")
+            self._skip_round(doubt.task_id, seq, "lost round: the runner lost the server's replies")
 
     # -- leases --------------------------------------------------------------------------------
+    def begin(self, claim: Claim) -> bool:
+        """Record that the attempt's code is about to run (and renew the lease); False if lost.
+
+        Until then an expired lease is a lost round, not a failed attempt.
+        """
+        now = utcnow()
+        deadline = time.monotonic() + claim.lease_seconds / 4
+        try:
+            marked = retrying(lambda: self._claims.update_one(
+                {"_id": claim.ticket, "owner": claim.token},
+                {"$set": {"started_at": now, "heartbeat_at": now,
+                          "expires_at": now + dt.timedelta(seconds=claim.lease_seconds)}}), deadline)
+        except ConnectionFailure:
+            raise ClaimInDoubt(claim.task_id, claim.seq, claim.token) from None
+        return marked.matched_count == 1 and not self._ended_by_other(claim)
+
     def heartbeat(self, claim: Claim) -> bool:
         """Renew the lease; False once the attempt was ended by someone else (kill the task)."""
         now = utcnow()
-        renewed = self.claims.update_one({"_id": claim.ticket, "owner": claim.token},
-                                         {"$set": {"heartbeat_at": now,
-                                                   "expires_at": now + dt.timedelta(seconds=claim.lease_seconds)}})
+        renewed = self._claims.update_one({"_id": claim.ticket, "owner": claim.token},
+                                          {"$set": {"heartbeat_at": now,
+                                                    "expires_at": now + dt.timedelta(seconds=claim.lease_seconds)}})
         if renewed.matched_count == 0:  # the ticket is gone: the task was deleted
             return False
         return not self._ended_by_other(claim)
 
     def _ended_by_other(self, claim: Claim) -> bool:
-        ended = self.claims.find_one({"_id": states.end_ticket(claim.task_id, claim.seq)}, {"owner": 1})
+        ended = self._claims.find_one({"_id": states.end_ticket(claim.task_id, claim.seq)}, {"owner": 1})
         return ended is not None and ended.get("owner") != claim.token
 
     def reap_expired(self, now: dt.datetime | None = None) -> int:
         """Return running tasks whose lease expired to pending (or failed when out of attempts).
 
-        Safe to run from every runner at once: each expired attempt's end ticket has one winner.
+        Two queries for the whole project (running tasks, then their tickets by ``_id``). Safe to
+        run from every runner at once: each expired attempt's end ticket has one winner.
         """
         now = now or utcnow()
+        running = list(self._tasks.find(self.project.scope({"status": RUNNING}), {"code": 0}))
+        if not running:
+            return 0
+        tickets = [states.claim_ticket(t["_id"], int(t[HUB].get("seq", 0))) for t in running]
+        leases = {doc["_id"]: doc for doc in self._claims.find({"_id": {"$in": tickets}},
+                                                               {"expires_at": 1, "started_at": 1})}
         reaped = 0
-        for task in self.tasks.find({"project": self.project, "status": RUNNING}):
-            seq = int(task.get("seq", 0))
-            lease = self.claims.find_one({"_id": states.claim_ticket(task["_id"], seq)}, {"expires_at": 1})
+        for task, ticket in zip(running, tickets):
+            lease = leases.get(ticket)
             if lease is not None and _aware(lease["expires_at"]) > now:
                 continue
-            if not states.take_ticket(self.claims, states.end_ticket(task["_id"], seq), uuid.uuid4().hex,
-                                      task_id=task["_id"], by="reaper"):
-                reaped += self._finish_stale_end(task, seq, now)
-                continue
-            runner = (task.get("runner") or {}).get("id", "?")
-            error = {"type": "LeaseExpired",
-                     "message": f"runner {runner} stopped renewing its lease (killed, crashed or cut off)"}
-            self._end(task, seq, Outcome("failed", error=error))
-            reaped += 1
+            reaped += self._reap(task, lease, now)
         return reaped
+
+    def _reap(self, task: dict[str, Any], lease: dict[str, Any] | None, now: dt.datetime) -> bool:
+        seq = int(task[HUB].get("seq", 0))
+        if not states.take_ticket(self._claims, states.end_ticket(task["_id"], seq), uuid.uuid4().hex,
+                                  task_id=task["_id"], by="reaper"):
+            return self._finish_stale_end(task, seq, now)
+        runner = (task[HUB].get("runner") or {}).get("id", "?")
+        if lease is not None and lease.get("started_at") is None:
+            reason = f"lost round: runner {runner} claimed the task but never started it"
+            return self._end(task, seq, Outcome("handed_back", reason=reason))
+        error = {"type": "LeaseExpired",
+                 "message": f"runner {runner} stopped renewing its lease (killed, crashed or cut off)"}
+        return self._end(task, seq, Outcome("failed", error=error))
 
     def _finish_stale_end(self, task: dict[str, Any], seq: int, now: dt.datetime) -> bool:
         """Whoever took this attempt's end ticket died before writing the outcome: write it for them."""
-        end = self.claims.find_one({"_id": states.end_ticket(task["_id"], seq)})
+        end = self._claims.find_one({"_id": states.end_ticket(task["_id"], seq)})
         if end is None or _aware(end["taken_at"]) >= now - STALE_TICKET:
             return False
         if end.get("by") == "cancel":
@@ -177,80 +297,104 @@ class ClaimBook:
         return self._end(task, seq, Outcome("failed", error=error))
 
     # -- ending an attempt ---------------------------------------------------------------------
-    def finish(self, claim: Claim, outcome: Outcome) -> bool:
-        """Write the attempt's outcome if this claim still owns it; False if it lost the lease."""
-        if not states.take_ticket(self.claims, states.end_ticket(claim.task_id, claim.seq), claim.token,
+    def finish(self, claim: Claim, outcome: Outcome, extra_blob_ids: list[ObjectId] | None = None) -> bool:
+        """Write the attempt's outcome if this claim still owns it; False if it lost the lease.
+
+        Idempotent: after a lost reply, calling it again with the same claim answers True.
+        """
+        if not states.take_ticket(self._claims, states.end_ticket(claim.task_id, claim.seq), claim.token,
                                   task_id=claim.task_id, by="runner"):
             return False
-        task = self.tasks.find_one({"_id": claim.task_id})
+        task = self._tasks.find_one({"_id": claim.task_id}, {f"{HUB}.code.source": 0})
         if task is None:
             return False
-        return self._end(task, claim.seq, outcome, token=claim.token)
+        if task.get("status") != RUNNING or int(task[HUB].get("seq", 0)) != claim.seq:
+            return _lease_token(task) is None and task[HUB].get("ended_by") == claim.token
+        return self._end(task, claim.seq, outcome, token=claim.token, extra_blob_ids=extra_blob_ids)
 
-    def _end(self, task: dict[str, Any], seq: int, outcome: Outcome, token: str | None = None) -> bool:
+    def _end(self, task: dict[str, Any], seq: int, outcome: Outcome, token: str | None = None,
+             extra_blob_ids: list[ObjectId] | None = None) -> bool:
         """The one place an attempt's outcome is written: status, result and times in one update."""
-        now = utcnow()
-        started = task.get("started_at")
-        fields: dict[str, Any] = {"finished_at": now, "lease": None,
+        hub, now = task[HUB], utcnow()
+        started = hub.get("started_at")
+        runner = (hub.get("runner") or {}).get("id")
+        fields: dict[str, Any] = {"finished_at": now, "lease": None, "ended_by": token,
                                   "duration_seconds": (now - _aware(started)).total_seconds() if started else None}
         if outcome.output is not None:
             fields["output"] = outcome.output
+        if extra_blob_ids is not None:
+            fields["blob_ids"] = _code_blob_ids(hub) + list(extra_blob_ids)
         inc: dict[str, int] = {}
+        attempts = int(hub.get("attempts", 0))
         if outcome.status == "finished":
             target = states.FINISHED
             fields.update(result=outcome.result, error=None)
         elif outcome.status == "handed_back":
-            target = PENDING  # not the task's fault: the attempt does not count against its budget
-            inc["attempt_limit"] = 1
-            fields.update(finished_at=None)
+            target = PENDING  # not the task's fault: the round does not count as an attempt
+            inc["attempts"] = -1
+            fields.update(finished_at=None, history=states.with_history(task, states.history_entry(
+                "handed_back", attempt=attempts, runner=runner, reason=outcome.reason)))
         else:
-            attempts_left = int(task.get("attempts", 0)) < int(task.get("attempt_limit", 1))
-            target = PENDING if attempts_left else FAILED
-            failure = {"attempt": int(task.get("attempts", 0)), "at": now,
-                       "runner": (task.get("runner") or {}).get("id"), **(outcome.error or {})}
-            fields.update(error=outcome.error,
-                          failures=(list(task.get("failures") or []) + [failure])[-FAILURES_KEPT:])
+            target = PENDING if attempts < int(hub.get("attempt_limit", 1)) else FAILED
+            failure = {"attempt": attempts, "at": now, "runner": runner, **(outcome.error or {})}
+            fields.update(error=outcome.error, failures=(list(hub.get("failures") or []) + [failure])[-FAILURES_KEPT:])
             if target == PENDING:
                 fields["finished_at"] = None
         guard: dict[str, Any] = {"seq": seq}
         if token is not None:
             guard["lease.token"] = token
-        return states.transition(self.tasks, task["_id"], RUNNING, target, guard, fields, inc or None)
+        return states.transition(self._tasks, task["_id"], RUNNING, target, guard, fields, inc or None)
 
     def cancel_running(self, task: dict[str, Any]) -> bool:
         """End a running attempt as cancelled; its runner sees the ended lease and kills the process."""
-        seq = int(task.get("seq", 0))
-        if not states.take_ticket(self.claims, states.end_ticket(task["_id"], seq), uuid.uuid4().hex,
+        seq = int(task[HUB].get("seq", 0))
+        if not states.take_ticket(self._claims, states.end_ticket(task["_id"], seq), uuid.uuid4().hex,
                                   task_id=task["_id"], by="cancel"):
             return False
         return self._mark_cancelled(task["_id"], seq)
 
     def _mark_cancelled(self, task_id: ObjectId, seq: int) -> bool:
-        return states.transition(self.tasks, task_id, RUNNING, states.CANCELLED, {"seq": seq},
+        return states.transition(self._tasks, task_id, RUNNING, states.CANCELLED, {"seq": seq},
                                  {"finished_at": utcnow(), "lease": None})
 
     def cancel_pending(self, task: dict[str, Any]) -> bool:
         """Cancel a task nobody has claimed, by taking its next claim ticket ourselves."""
-        seq = int(task.get("seq", 0))
-        if not states.take_ticket(self.claims, states.claim_ticket(task["_id"], seq + 1), uuid.uuid4().hex,
+        seq = int(task[HUB].get("seq", 0))
+        if not states.take_ticket(self._claims, states.claim_ticket(task["_id"], seq + 1), uuid.uuid4().hex,
                                   task_id=task["_id"], purpose="cancel"):
             return False
-        return states.transition(self.tasks, task["_id"], PENDING, states.CANCELLED, {"seq": seq},
+        return states.transition(self._tasks, task["_id"], PENDING, states.CANCELLED, {"seq": seq},
                                  {"seq": seq + 1, "finished_at": utcnow()})
 
     def cancelled_but_still_held(self, task: dict[str, Any]) -> bool:
         """True while a cancelled task's runner may not yet have noticed (its lease is still live)."""
-        seq = int(task.get("seq", 0))
+        seq = int(task[HUB].get("seq", 0))
         lease = self.lease_of(task)
         if lease is None or lease.get("purpose") != "run" or _aware(lease["expires_at"]) <= utcnow():
             return False
-        return self.claims.find_one({"_id": states.end_ticket(task["_id"], seq), "by": "cancel"},
-                                    {"_id": 1}) is not None
+        return self._claims.find_one({"_id": states.end_ticket(task["_id"], seq), "by": "cancel"},
+                                     {"_id": 1}) is not None
 
     def lease_of(self, task: dict[str, Any]) -> dict[str, Any] | None:
-        """The live lease document of a running task (heartbeat_at, expires_at, runner)."""
-        return self.claims.find_one({"_id": states.claim_ticket(task["_id"], int(task.get("seq", 0)))})
+        """The lease document of a task's current round (heartbeat_at, expires_at, runner)."""
+        return self._claims.find_one({"_id": states.claim_ticket(task["_id"], int(task[HUB].get("seq", 0)))})
+
+    def forget(self, task_id: ObjectId) -> None:
+        """Delete every ticket of a deleted task."""
+        self._claims.delete_many({"task_id": task_id})
+
+
+def _lease_token(doc: dict[str, Any]) -> str | None:
+    return ((doc.get(HUB) or {}).get("lease") or {}).get("token")
+
+
+def _code_blob_ids(hub: dict[str, Any]) -> list[ObjectId]:
+    blob = (hub.get("code") or {}).get("blob")
+    return [blob["id"]] if blob else []
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+__all__ = ["Claim", "ClaimBook", "ClaimInDoubt", "Outcome", "PROJECT_FIELD", "runner_identity"]

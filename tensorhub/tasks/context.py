@@ -4,18 +4,18 @@
     task = current_task()
     task.report(step=epoch, loss=loss)                   # metrics, stored per step in `metrics`
     task.hub.save_model(model, model_name="mlp", test_accuracy=acc, **task.hyper_parameters)
+
+This module never imports the facade: whoever starts the task passes ``open_hub``, a way to get a
+hub (the runner's child opens one from its environment; ``run_top_task`` passes itself).
 """
 from __future__ import annotations
 
 import contextvars
-import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tensorhub.errors import TaskError
-
-if TYPE_CHECKING:
-    from tensorhub.hub import TensorHub
 
 ENV_URI, ENV_PROJECT, ENV_TASK, ENV_ATTEMPT = ("TENSORHUB_URI", "TENSORHUB_PROJECT",
                                                "TENSORHUB_TASK_ID", "TENSORHUB_ATTEMPT")
@@ -23,20 +23,24 @@ ENV_URI, ENV_PROJECT, ENV_TASK, ENV_ATTEMPT = ("TENSORHUB_URI", "TENSORHUB_PROJE
 
 @dataclass
 class TaskContext:
-    """The task being run: its id, attempt, hyperparameters, and a hub to save results to."""
+    """The task being run: its id, attempt number, hyperparameters, and a hub to save results to.
+
+    ``attempt`` is the number users see in the task document (1 for the first attempt).
+    """
 
     task_id: str
     attempt: int
     hyper_parameters: dict[str, Any]
-    _hub: "TensorHub | None" = field(default=None, repr=False)
+    open_hub: Callable[[], Any] | None = field(default=None, repr=False)
+    _hub: Any = field(default=None, repr=False)
 
     @property
-    def hub(self) -> "TensorHub":
+    def hub(self) -> Any:
         """The hub the task came from (opened on first use inside a runner's subprocess)."""
         if self._hub is None:
-            from tensorhub.hub import TensorHub
-
-            self._hub = TensorHub(os.environ[ENV_URI], project_name=os.environ[ENV_PROJECT])
+            if self.open_hub is None:
+                raise TaskError("this task context has no hub to open")
+            self._hub = self.open_hub()
         return self._hub
 
     def report(self, step: int | None = None, epoch: int | None = None, **metrics: Any) -> None:

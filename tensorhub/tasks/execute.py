@@ -10,8 +10,6 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-import dill
-
 from tensorhub.errors import InvalidField, TaskError
 
 TRACEBACK_TAIL = 4000
@@ -23,9 +21,9 @@ class MissingResult(TaskError):
 
 def run_code(task: Mapping[str, Any], function_bytes: bytes | None = None) -> dict[str, Any]:
     """Execute ``task``'s code and return its result dict (the saved result keys)."""
-    from tensorhub.fields import to_bson_value
+    from tensorhub.fields import HUB, to_bson_value
 
-    code = task["code"]
+    code = task[HUB]["code"]
     params = dict(task.get("hyper_parameters") or {})
     keys = list(task.get("saved_result_keys") or [])
     if code["kind"] == "script":
@@ -39,6 +37,8 @@ def run_code(task: Mapping[str, Any], function_bytes: bytes | None = None) -> di
     elif code["kind"] == "function":
         if function_bytes is None:
             raise TaskError("function task without its function bytes")
+        import dill  # only function tasks pay for it
+
         returned = dill.loads(function_bytes)(**params)
         if returned is None:
             returned = {}
@@ -56,7 +56,7 @@ def run_code(task: Mapping[str, Any], function_bytes: bytes | None = None) -> di
     try:
         return {k: to_bson_value(values[k], k) for k in keys}
     except InvalidField as err:
-        raise TaskError(f"result {err}") from err
+        raise TaskError(f"the task's result cannot be stored: {err}") from None
 
 
 def describe_error(err: BaseException) -> dict[str, Any]:

@@ -1,55 +1,66 @@
 """Running a claimed task in the calling process: ``hub.run_top_task()`` (TensorLayer's loop, and
-how the embedded store runs tasks). A background thread renews the lease while the code runs.
-A timeout is not enforced here (the code shares our process); runners enforce it by killing.
+how the embedded store runs tasks). A background thread keeps the lease on the same cadence the
+runner daemon uses (see ``attempt.py``). A timeout is not enforced here (the code shares our
+process); runners enforce it by killing.
 """
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
+from tensorhub.fields import HUB
+from tensorhub.tasks.attempt import Attempt
 from tensorhub.tasks.claims import Claim, Outcome
 from tensorhub.tasks.context import TaskContext, reset_current, set_current
 from tensorhub.tasks.execute import describe_error, run_code
+from tensorhub.tasks.model import Task
+from tensorhub.tasks.queue import TaskQueue
 
-if TYPE_CHECKING:
-    from tensorhub.hub import TensorHub
+SLICE = 0.05
 
 
 class _LeaseKeeper(threading.Thread):
-    def __init__(self, hub: "TensorHub", claim: Claim) -> None:
-        super().__init__(name=f"tensorhub-lease-{claim.task_id}", daemon=True)
-        self.hub, self.claim = hub, claim
-        self.stop = threading.Event()
+    def __init__(self, attempt: Attempt) -> None:
+        super().__init__(name=f"tensorhub-lease-{attempt.claim.task_id}", daemon=True)
+        self.attempt = attempt
+        self.stopped = threading.Event()
         self.lost = False
 
     def run(self) -> None:
-        while not self.stop.wait(self.claim.lease_seconds / 3):
+        while not self.stopped.wait(SLICE):
+            if not self.attempt.beat_due():
+                continue
             try:
-                if not self.hub.tasks.claims.heartbeat(self.claim):
+                if not self.attempt.beat():
                     self.lost = True
                     return
-            except Exception:  # a passing connection error: try again next beat
+            except Exception:  # a passing connection error: try again next slice
                 continue
 
 
-def run_claim(hub: "TensorHub", claim: Claim) -> dict[str, Any]:
-    """Execute the claimed attempt here and write its outcome; returns the task document."""
-    code = claim.task["code"]
-    keeper = _LeaseKeeper(hub, claim)
+def run_claim(queue: TaskQueue, claim: Claim, open_hub: Callable[[], Any]) -> Task:
+    """Execute the claimed attempt here and write its outcome; returns the task as it ended."""
+    attempt = Attempt(queue, claim)
+    if not attempt.start():
+        return queue.get(claim.task_id)
+    keeper = _LeaseKeeper(attempt)
     keeper.start()
-    token = set_current(TaskContext(str(claim.task_id), claim.seq,
-                                    dict(claim.task.get("hyper_parameters") or {}), hub))
+    params = dict(claim.task.get("hyper_parameters") or {})
+    token = set_current(TaskContext(str(claim.task_id), claim.attempt, params, open_hub))
     try:
-        function_bytes = hub.blobs.read_bytes(code["blob"]["id"]) if code["kind"] == "function" else None
-        outcome = Outcome("finished", result=run_code(claim.task, function_bytes))
+        outcome = Outcome("finished", result=run_code(claim.task, queue.function_bytes(claim)))
     except Exception as err:
         outcome = Outcome("failed", error=describe_error(err))
     except BaseException:  # Ctrl-C, SystemExit: give the task back at once, then stop
-        hub.tasks.claims.finish(claim, Outcome("handed_back"))
+        attempt.write_back(Outcome("handed_back", reason="interrupted in run_top_task (Ctrl-C or exit)"))
         raise
     finally:
         reset_current(token)
-        keeper.stop.set()
+        keeper.stopped.set()
         keeper.join()
-    hub.tasks.claims.finish(claim, outcome)
-    return hub.tasks.get(claim.task_id)
+    attempt.write_back(outcome)
+    return queue.get(claim.task_id)
+
+
+__all__ = ["run_claim", "HUB"]

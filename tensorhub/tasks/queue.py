@@ -1,154 +1,176 @@
-"""The task collection from the distributor's side: create, read, wait, cancel, requeue, delete.
+"""The task collection: create, read, wait, cancel, requeue, delete (the distributor's side), and
+claim, heartbeat, finish (the runner's side, through :class:`~tensorhub.tasks.claims.ClaimBook`).
 
-A task document reads in Studio3T as::
-
-    {_id, project: "mnist", name: "train", status: "finished", priority: 0,
-     hyper_parameters: {n_units: 800}, saved_result_keys: ["test_accuracy"],
-     result: {test_accuracy: 0.97}, error: null, failures: [],
-     attempts: 1, max_attempts: 3, attempt_limit: 3, timeout_seconds: 600, seq: 1,
-     runner: {id: "gpu-box-1:4242:ab12cd", host: "gpu-box-1", pid: 4242, gpu: "0"},
-     created_at, started_at, finished_at, duration_seconds: 41.2,
-     output: {tail: "...last lines of stdout/stderr...", log: {id, size, sha256, format: "text"}},
-     code: {kind: "script", filename: "train.py", source: "..."}}
+This package owns the ``tasks`` and ``task_claims`` collections and every query on them; callers
+(the facade, the runner) use these methods. The document layout is described in ``model.py``.
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import dill
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
-from tensorhub.blobs import BlobRef, BlobStore
-from tensorhub.errors import InvalidArgument, NotFound, TaskError, TaskTimeout
-from tensorhub.fields import build_query, clean_fields, to_bson_value, utcnow
+from tensorhub import defaults
+from tensorhub.blobs import BlobStore
+from tensorhub.errors import InvalidArgument, NotFound, TaskError, WaitTimeout
+from tensorhub.fields import HUB, build_query, check_size, clean_fields, normalize_sort, to_bson_value, utcnow, with_tiebreak
+from tensorhub.project import PROJECT_FIELD, Project
 from tensorhub.tasks import states
-from tensorhub.tasks.claims import ClaimBook
+from tensorhub.tasks.claims import Claim, ClaimBook, ClaimInDoubt, Outcome
+from tensorhub.tasks.model import Task
 from tensorhub.tasks.states import ACTIVE, CANCELLED, DONE, FAILED, FINISHED, PENDING, RUNNING
 
-RESERVED = frozenset({
-    "_id", "project", "name", "status", "priority", "created_at", "updated_at", "hyper_parameters",
-    "saved_result_keys", "code", "max_attempts", "attempt_limit", "timeout_seconds", "attempts",
-    "seq", "lease", "runner", "started_at", "finished_at", "duration_seconds", "result", "error",
-    "failures", "output"})
-NOT_QUERYABLE = frozenset({"project", "code", "lease"})
-SUMMARY_PROJECTION = {"code.source": 0}
+RESERVED = {
+    "status": "tasks start pending; use cancel_tasks()/requeue_tasks() to change it",
+    "result": "results come from the script's variables named in saved_result_keys",
+    "task_name": "pass it as the task_name argument",
+}
+NOT_QUERYABLE = frozenset({PROJECT_FIELD, f"{HUB}.code", f"{HUB}.lease"})
+SUMMARY_PROJECTION = {f"{HUB}.code.source": 0}
+OLDEST_FIRST = [(f"{HUB}.created_at", ASCENDING), ("_id", ASCENDING)]
 OUTPUT_LOG_LIMIT = 32 * 1024 * 1024  # a chatty task must not stall its runner's loop on upload
+NEEDS_PICKLE = f"{HUB}.needs_pickle"
 
 
 class TaskQueue:
-    """The ``tasks`` collection of one project (claims live in ``task_claims``)."""
+    """The tasks of one project (claims live in ``task_claims``).
 
-    def __init__(self, db: Database, blobs: BlobStore, project: str) -> None:
-        self.tasks = db["tasks"]
-        self.blobs = blobs
+    >>> queue = hub.queue                                                   # doctest: +SKIP
+    >>> claim = queue.claim_next(runner_identity(), lease_seconds=60)       # doctest: +SKIP
+    """
+
+    def __init__(self, db: Database, blobs: BlobStore, project: Project) -> None:
+        self._tasks = db["tasks"]
+        self._blobs = blobs
         self.project = project
-        self.claims = ClaimBook(self.tasks, db["task_claims"], project)
+        self._book = ClaimBook(self._tasks, db["task_claims"], project)
 
     def ensure_indexes(self) -> None:
-        self.tasks.create_index([("project", ASCENDING), ("status", ASCENDING),
-                                 ("priority", DESCENDING), ("created_at", ASCENDING)])
-        self.tasks.create_index([("project", ASCENDING), ("name", ASCENDING), ("status", ASCENDING)])
-        self.claims.ensure_indexes()
+        c, p = self._tasks, PROJECT_FIELD
+        for lead in ([p, "status"], [p, "task_name", "status"]):
+            keys = [(k, ASCENDING) for k in lead] + [(NEEDS_PICKLE, ASCENDING)]
+            c.create_index(keys + [(f"{HUB}.priority", DESCENDING), (f"{HUB}.created_at", ASCENDING)])
+            c.create_index(keys + [("time", DESCENDING)])
+        c.create_index([(p, ASCENDING), (f"{HUB}.created_at", ASCENDING)])
+        c.create_index([(p, ASCENDING), ("task_name", ASCENDING), (f"{HUB}.created_at", ASCENDING)])
+        c.create_index([(f"{HUB}.blob_ids", ASCENDING)])
+        self._book.ensure_indexes()
 
     # -- creating ------------------------------------------------------------------------------
     def create(self, task_name: str, script: str | os.PathLike[str] | None = None,
-               hyper_parameters: dict[str, Any] | None = None,
-               saved_result_keys: Iterable[str] | None = None, *, source: str | None = None,
-               function: Callable[..., Any] | None = None, priority: int = 0, max_attempts: int = 3,
-               timeout: float | None = None, **kwargs: Any) -> ObjectId:
+               hyper_parameters: Mapping[str, Any] | None = None,
+               saved_result_keys: Iterable[str] | str | None = None, *, source: str | None = None,
+               function: Callable[..., Any] | None = None, priority: float = 0,
+               max_attempts: int = defaults.MAX_ATTEMPTS, timeout: float | None = None,
+               **kwargs: Any) -> ObjectId:  # noqa: D417 (options are documented on the facade)
         if not isinstance(task_name, str) or not task_name:
             raise InvalidArgument(f"task_name must be a non-empty string, got {task_name!r}")
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise InvalidArgument(f"max_attempts must be a positive integer, got {max_attempts!r}")
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not 0 < timeout < float("inf")):
             raise InvalidArgument(f"timeout must be a positive number of seconds, got {timeout!r}")
         if isinstance(priority, bool) or not isinstance(priority, (int, float)):
             raise InvalidArgument(f"priority must be a number, got {priority!r}")
-        keys = list(saved_result_keys or [])
-        if not all(isinstance(k, str) and k for k in keys):
-            raise InvalidArgument(f"saved_result_keys must be names, got {keys!r}")
-        params = to_bson_value(dict(hyper_parameters or {}), "hyper_parameters")
-        user_fields = clean_fields(kwargs, RESERVED)  # before any bytes are written
+        params = _hyper_parameters(hyper_parameters)
+        keys = _result_keys(saved_result_keys)
+        user_fields = clean_fields(kwargs, RESERVED, RESERVED)  # before any bytes are written
         code = self._code(script, source, function)
-        doc = {"project": self.project, "name": task_name, "status": PENDING, "priority": priority,
-               "created_at": utcnow(), **user_fields,
-               "hyper_parameters": params, "saved_result_keys": keys, "result": None, "error": None,
-               "failures": [], "attempts": 0, "max_attempts": max_attempts, "attempt_limit": max_attempts,
-               "timeout_seconds": timeout, "seq": 0, "lease": None, "runner": None,
-               "started_at": None, "finished_at": None, "code": code}
+        now = utcnow()
+        doc = {"task_name": task_name, **states.initial(), "time": now, "hyper_parameters": params,
+               "saved_result_keys": keys, "result": None, **user_fields,
+               HUB: self.project.stamp(
+                   priority=to_bson_value(priority, "priority"), created_at=now, updated_at=now,
+                   needs_pickle=code["kind"] == "function", max_attempts=max_attempts,
+                   attempt_limit=max_attempts, timeout_seconds=timeout, attempts=0, seq=0, lease=None,
+                   runner=None, started_at=None, finished_at=None, duration_seconds=None, error=None,
+                   failures=[], history=[], output=None, code=code,
+                   blob_ids=[code["blob"]["id"]] if "blob" in code else [])}
         try:
-            return self.tasks.insert_one(doc).inserted_id
+            check_size({k: v for k, v in doc.items() if k != HUB} | {"code": code})
+            return self._tasks.insert_one(doc).inserted_id
         except BaseException:
-            if "blob" in code:  # bytes before references: undo the function blob
-                self.blobs.delete([code["blob"]["id"]])
+            if "blob" in code:
+                self._blobs.delete([code["blob"]["id"]])
             raise
 
-    def _code(self, script: Any, source: str | None, function: Callable[..., Any] | None) -> dict[str, Any]:
-        given = [x is not None for x in (script, source, function)]
-        if sum(given) != 1:
-            raise InvalidArgument("give exactly one of script (a file path), source (code text) or function")
+    def _code(self, script: str | os.PathLike[str] | None, source: str | None,
+              function: Callable[..., Any] | None) -> dict[str, Any]:
+        if sum(x is not None for x in (script, source, function)) != 1:
+            raise InvalidArgument("give exactly one of script=, source= or function=")
         if function is not None:
+            import dill
+
             if not callable(function):
                 raise InvalidArgument(f"function must be callable, got {type(function).__name__}")
-            # The distributor pickles its own function; runners load it only with --allow-pickle.
-            ref = self.blobs.write_bytes(dill.dumps(function, recurse=True),
-                                         getattr(function, "__name__", "function"), "dill", kind="task-function")
+            ref = self._blobs.write_bytes(dill.dumps(function, recurse=True),
+                                          getattr(function, "__name__", "function"), "dill", kind="task-function")
             return {"kind": "function", "name": getattr(function, "__qualname__", "function"),
                     "blob": ref.to_doc()}
         if script is not None:
+            if not isinstance(script, (str, os.PathLike)):
+                raise InvalidArgument(f"script must be a file path, got {type(script).__name__}")
             path = Path(script)
             if not path.is_file():
                 raise TaskError(f"script {str(path)!r} is not a file (pass source=... for code text)")
             source, filename = path.read_text(encoding="utf-8"), path.name
         else:
+            if not isinstance(source, str):
+                raise InvalidArgument(f"source must be a string of Python code, got {type(source).__name__}")
             filename = "<source>"
         assert source is not None
         try:
             compile(source, filename, "exec")
-        except SyntaxError as err:
-            raise TaskError(f"script {filename} does not compile: {err}") from err
+        except (SyntaxError, ValueError) as err:
+            raise TaskError(f"script {filename} does not compile: {err}") from None
         return {"kind": "script", "filename": filename, "source": source}
 
     # -- reading -------------------------------------------------------------------------------
-    def query(self, task_name: str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-        query = {"project": self.project, **build_query(kwargs, NOT_QUERYABLE)}
+    def query(self, task_name: str | None, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        query = self.project.scope(build_query(kwargs, NOT_QUERYABLE))
         if task_name is not None:
-            query["name"] = task_name
+            query["task_name"] = task_name
         return query
 
-    def find(self, task_name: str | None = None, include_code: bool = False, **kwargs: Any) -> list[dict[str, Any]]:
-        projection = None if include_code else SUMMARY_PROJECTION
-        return list(self.tasks.find(self.query(task_name, kwargs), projection,
-                                    sort=[("created_at", ASCENDING), ("_id", ASCENDING)]))
+    def find(self, task_name: str | None = None, sort: Any = None, limit: int = 0,
+             include_code: bool = False, /, **kwargs: Any) -> list[Task]:
+        """Matching tasks, oldest first unless ``sort`` says otherwise."""
+        order = normalize_sort(sort)
+        order = OLDEST_FIRST if order is None else with_tiebreak(order)
+        cursor = self._tasks.find(self.query(task_name, kwargs), None if include_code else SUMMARY_PROJECTION,
+                                  sort=order, limit=limit)
+        return [Task.from_doc(doc) for doc in cursor]
 
-    def get(self, task_id: ObjectId | str, include_code: bool = False) -> dict[str, Any]:
-        doc = self.tasks.find_one({"_id": _oid(task_id), "project": self.project},
-                                  None if include_code else SUMMARY_PROJECTION)
+    def get(self, task_id: ObjectId | str, include_code: bool = False) -> Task:
+        doc = self._tasks.find_one(self.project.scope({"_id": _oid(task_id)}),
+                                   None if include_code else SUMMARY_PROJECTION)
         if doc is None:
-            raise NotFound(f"no task {task_id} in project {self.project!r}")
-        return doc
+            raise NotFound(f"no task {task_id} in project {self.project.name!r}")
+        return Task.from_doc(doc)
 
-    def counts(self, task_name: str | None = None, **kwargs: Any) -> dict[str, int]:
+    def counts(self, task_name: str | None = None, /, **kwargs: Any) -> dict[str, int]:
         """``{"pending": 2, "running": 1, "finished": 5, "failed": 0, "cancelled": 0}``"""
-        query = self.query(task_name, kwargs)
         counts = dict.fromkeys(states.STATES, 0)
-        for doc in self.tasks.find(query, {"status": 1}):
-            counts[doc["status"]] = counts.get(doc["status"], 0) + 1
+        pipeline = [{"$match": self.query(task_name, kwargs)}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
+        for row in self._tasks.aggregate(pipeline):
+            counts[row["_id"]] = int(row["n"])
         return counts
 
-    def has_unfinished(self, task_name: str | None = None, **kwargs: Any) -> bool:
+    def has_unfinished(self, task_name: str | None = None, /, **kwargs: Any) -> bool:
         query = self.query(task_name, kwargs)
         query["status"] = {"$in": list(ACTIVE)}
-        return self.tasks.find_one(query, {"_id": 1}) is not None
+        return self._tasks.find_one(query, {"_id": 1}) is not None
 
-    def wait(self, task_name: str | None = None, timeout: float | None = None, poll_interval: float = 1.0,
-             progress: bool = True, **kwargs: Any) -> dict[str, int]:
+    def wait(self, task_name: str | None = None, timeout: float | None = None,
+             poll_interval: float = defaults.WAIT_POLL_INTERVAL, progress: bool = True,
+             /, **kwargs: Any) -> dict[str, int]:
         """Block until no matching task is pending or running; return the final counts."""
         from tqdm import tqdm
 
@@ -156,19 +178,18 @@ class TaskQueue:
         bar = None
         try:
             while True:
-                self.claims.reap_expired()  # no runner left alive must not mean waiting forever
+                self._book.reap_expired()  # no runner left alive must not mean waiting forever
                 counts = self.counts(task_name, **kwargs)
                 done, total = sum(counts[s] for s in DONE), sum(counts.values())
                 if progress:
                     bar = bar or tqdm(total=total, desc=f"tasks {task_name or ''}".strip(), unit="task")
-                    bar.total = total
-                    bar.n = done
+                    bar.total, bar.n = total, done
                     bar.set_postfix(running=counts[RUNNING], failed=counts[FAILED], refresh=False)
                     bar.refresh()
                 if done == total:
                     return counts
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise TaskTimeout(f"{total - done} of {total} tasks still unfinished after {timeout}s: {counts}")
+                    raise WaitTimeout(f"{total - done} of {total} tasks still unfinished after {timeout}s: {counts}")
                 time.sleep(poll_interval)
         finally:
             if bar is not None:
@@ -177,79 +198,131 @@ class TaskQueue:
     def output(self, task_id: ObjectId | str) -> str:
         """The full stdout/stderr of a task's last attempt that ran on a runner."""
         task = self.get(task_id)
-        log = (task.get("output") or {}).get("log")
+        log = (task.output or {}).get("log")
         if not log:
             raise NotFound(f"task {task_id} has no stored output (not run by a runner yet?)")
-        return self.blobs.read_bytes(log["id"]).decode("utf-8", errors="replace")
+        return self._blobs.read_bytes(log["id"]).decode("utf-8", errors="replace")
 
-    def referenced_blob_ids(self) -> set[ObjectId]:
-        ids: set[ObjectId] = set()
-        for doc in self.tasks.find({"project": self.project}, {"code.blob.id": 1, "output.log.id": 1}):
-            for ref in ((doc.get("code") or {}).get("blob"), (doc.get("output") or {}).get("log")):
-                if ref:
-                    ids.add(ref["id"])
-        return ids
+    def referenced(self, blob_ids: Sequence[ObjectId]) -> set[ObjectId]:
+        """Which of ``blob_ids`` tasks (any project) reference: code of function tasks, output logs."""
+        wanted, found = set(blob_ids), set()
+        for doc in self._tasks.find({f"{HUB}.blob_ids": {"$in": list(blob_ids)}}, {f"{HUB}.blob_ids": 1}):
+            found.update(wanted.intersection(doc[HUB].get("blob_ids", [])))
+        return found
 
     # -- changing ------------------------------------------------------------------------------
-    def cancel(self, task_name: str | None = None, **kwargs: Any) -> int:
+    def cancel(self, task_name: str | None = None, /, **kwargs: Any) -> int:
         """Cancel pending and running tasks; a running one is killed by its runner within a heartbeat."""
         query = self.query(task_name, kwargs)
         query["status"] = {"$in": list(ACTIVE)}
-        cancelled = 0
-        for task in self.tasks.find(query, {"status": 1, "seq": 1}):
-            cancelled += self._cancel_one(task["_id"])
-        return cancelled
+        return sum(self._cancel_one(task["_id"]) for task in self._tasks.find(query, {"_id": 1}))
 
     def _cancel_one(self, task_id: ObjectId) -> bool:
         # A claim may race us: if we lose a ticket, read the task again and try its new state.
         for attempt in range(8):
             if attempt:
                 time.sleep(0.02 * 2 ** attempt)
-            task = self.tasks.find_one({"_id": task_id}, {"status": 1, "seq": 1})
+            task = self._tasks.find_one({"_id": task_id}, {"status": 1, f"{HUB}.seq": 1})
             if task is None or task["status"] not in ACTIVE:
                 return False
-            if task["status"] == PENDING and self.claims.cancel_pending(task):
+            if task["status"] == PENDING and self._book.cancel_pending(task):
                 return True
-            if task["status"] == RUNNING and self.claims.cancel_running(task):
+            if task["status"] == RUNNING and self._book.cancel_running(task):
                 return True
         return False
 
-    def requeue(self, task_name: str | None = None, statuses: Iterable[str] = (FAILED,), **kwargs: Any) -> int:
+    def requeue(self, task_name: str | None = None, statuses: Iterable[str] = (FAILED,), /, **kwargs: Any) -> int:
         """Put failed (or given-status) tasks back to pending with a fresh attempt budget."""
-        wanted = list(statuses)
+        wanted = [statuses] if isinstance(statuses, str) else list(statuses)
         for status in wanted:
             if status not in DONE:
                 raise InvalidArgument(f"only {', '.join(DONE)} tasks can be requeued, not {status!r}")
         query = self.query(task_name, kwargs)
         query["status"] = {"$in": wanted}
         count = 0
-        for task in self.tasks.find(query, {"status": 1, "attempts": 1, "max_attempts": 1, "seq": 1}):
-            if self.claims.cancelled_but_still_held(task):
+        for task in self._tasks.find(query, {"status": 1, f"{HUB}.attempts": 1, f"{HUB}.max_attempts": 1,
+                                             f"{HUB}.seq": 1, f"{HUB}.history": 1}):
+            if self._book.cancelled_but_still_held(task):
                 continue  # just cancelled: its runner has not let go yet (at most one lease)
+            hub = task[HUB]
+            entry = states.history_entry("requeued", previous_status=task["status"])
             count += states.transition(
-                self.tasks, task["_id"], task["status"], PENDING, {"seq": task.get("seq", 0)},
-                {"attempt_limit": int(task.get("attempts", 0)) + int(task.get("max_attempts", 1)),
-                 "finished_at": None, "result": None, "error": None})
+                self._tasks, task["_id"], task["status"], PENDING, {"seq": hub.get("seq", 0)},
+                {"attempt_limit": int(hub.get("attempts", 0)) + int(hub.get("max_attempts", 1)),
+                 "finished_at": None, "result": None, "error": None,
+                 "history": states.with_history(task, entry)})
         return count
 
-    def delete(self, task_name: str | None = None, **kwargs: Any) -> int:
+    def delete(self, task_name: str | None = None, /, **kwargs: Any) -> int:
         """Delete matching tasks (running ones are cancelled first), their claims and blobs."""
         count = 0
-        for task in self.tasks.find(self.query(task_name, kwargs), {"status": 1}):
+        for task in self._tasks.find(self.query(task_name, kwargs), {"status": 1}):
             if task["status"] in ACTIVE:
                 self._cancel_one(task["_id"])
-            doc = self.tasks.find_one_and_delete({"_id": task["_id"]})
+            doc = self._tasks.find_one_and_delete({"_id": task["_id"]}, projection={f"{HUB}.blob_ids": 1})
             if doc is None:
                 continue
-            self.claims.claims.delete_many({"task_id": task["_id"]})
-            refs = [r for r in ((doc.get("code") or {}).get("blob"), (doc.get("output") or {}).get("log")) if r]
-            self.blobs.delete(BlobRef.from_doc(r).id for r in refs)
+            self._book.forget(task["_id"])
+            self._blobs.delete(doc[HUB].get("blob_ids", []))
             count += 1
         return count
 
+    # -- the runner's side ---------------------------------------------------------------------
+    def claim_next(self, runner: dict[str, Any], lease_seconds: float = defaults.LEASE_SECONDS,
+                   task_name: str | None = None, query: Mapping[str, Any] | None = None,
+                   allow_pickle: bool = False, sort: Any = None) -> Claim | None:
+        """Claim the top runnable pending task (priority, then age, unless ``sort``), or None.
+
+        Function tasks (dill) are only claimed with ``allow_pickle``. Raises
+        :class:`~tensorhub.tasks.claims.ClaimInDoubt` if the server stopped answering mid-claim.
+        """
+        filter_ = build_query(query or {}, NOT_QUERYABLE)
+        if task_name is not None:
+            filter_["task_name"] = task_name
+        filter_[NEEDS_PICKLE] = {"$in": [False, True] if allow_pickle else [False]}
+        order = normalize_sort(sort)
+        return self._book.claim_next(filter_, runner, lease_seconds, None if order is None else with_tiebreak(order))
+
+    def begin(self, claim: Claim) -> bool:
+        """Mark the claimed attempt as started, just before its code runs; False if it was lost."""
+        return self._book.begin(claim)
+
+    def heartbeat(self, claim: Claim) -> bool:
+        """Renew the claim's lease; False once the attempt was ended elsewhere (stop the code)."""
+        return self._book.heartbeat(claim)
+
+    def finish(self, claim: Claim, outcome: Outcome, log_ref: dict[str, Any] | None = None) -> bool:
+        """Write the attempt's outcome (fenced by the claim's token); False if the lease was lost."""
+        if log_ref is not None:
+            outcome.output = {**(outcome.output or {}), "log": log_ref}
+        return self._book.finish(claim, outcome, None if log_ref is None else [log_ref["id"]])
+
+    def settle(self, doubt: ClaimInDoubt) -> None:
+        """Hand back a claim whose replies were lost, without charging an attempt."""
+        self._book.settle(doubt)
+
+    def reap_expired(self, now: dt.datetime | None = None) -> int:
+        """Return tasks whose runner stopped renewing its lease (by ``now``); how many were returned."""
+        return self._book.reap_expired(now)
+
+    def watch(self, **options: Any) -> Any:
+        """A change stream of inserted and changed tasks (MongoDB replica sets only)."""
+        pipeline = [{"$match": {"operationType": {"$in": ["insert", "update", "replace"]}}}]
+        return self._tasks.watch(pipeline, **options)
+
+    def function_bytes(self, claim: Claim) -> bytes | None:
+        """The dill bytes of a function task (None for scripts)."""
+        code = claim.task[HUB]["code"]
+        return self._blobs.read_bytes(code["blob"]["id"]) if code["kind"] == "function" else None
+
+    def stored_log_id(self, task_id: ObjectId) -> Any:
+        """The blob id of the output log the task document points at now (None if none)."""
+        doc = self._tasks.find_one({"_id": task_id}, {f"{HUB}.output.log.id": 1})
+        return (((doc or {}).get(HUB) or {}).get("output") or {}).get("log", {}).get("id")
+
     def store_output_log(self, path: str, task_id: ObjectId, attempt: int) -> dict[str, Any]:
         """Store a task's output log (its last OUTPUT_LOG_LIMIT bytes) as a blob."""
-        with open(path, "rb") as src, self.blobs.open_writer(
+        with open(path, "rb") as src, self._blobs.open_writer(
                 f"task-{task_id}-attempt-{attempt}.log", "text", kind="task-output") as out:
             size = src.seek(0, os.SEEK_END)
             src.seek(max(0, size - OUTPUT_LOG_LIMIT))
@@ -259,6 +332,30 @@ class TaskQueue:
                 out.write(chunk)
         assert out.ref is not None
         return out.ref.to_doc()
+
+    def delete_blobs(self, blob_ids: Iterable[ObjectId]) -> None:
+        """Delete blobs the queue wrote and no document references (a superseded output log)."""
+        self._blobs.delete(blob_ids)
+
+
+def _hyper_parameters(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidArgument(f"hyper_parameters must be a dict of name -> value, got {type(value).__name__}")
+    return to_bson_value(dict(value), "hyper_parameters")
+
+
+def _result_keys(value: Any) -> list[str]:
+    if value is None:
+        return []
+    keys = [value] if isinstance(value, str) else value  # "test_accuracy" is one key, not 13
+    if isinstance(keys, Mapping) or not isinstance(keys, Iterable):
+        raise InvalidArgument(f"saved_result_keys must be a list of names, got {value!r}")
+    keys = list(keys)
+    if not all(isinstance(k, str) and k and "." not in k and not k.startswith("$") for k in keys):
+        raise InvalidArgument(f"saved_result_keys must be variable names, got {keys!r}")
+    return keys
 
 
 def _oid(value: ObjectId | str) -> ObjectId:

@@ -15,7 +15,13 @@ exactly one party wins each ticket:
 - ``<task_id>/<seq>/end`` — the right to end that claim (the runner's outcome, the reaper after
   the lease expired, a cancellation).
 
-Only the ticket's winner then updates the task document, conditionally on (status, seq).
+Only the ticket's winner then updates the task document, conditionally on (status, seq). So the
+task document has one writer at a time, which matters on servers (FerretDB v1) whose updates are
+a read followed by a whole-document write.
+
+Every attempt that runs is counted in ``_hub.attempts``; a round that never started (a runner that
+lost its claim's replies, or handed the task back) gives its count back and leaves a line in
+``_hub.history``.
 """
 from __future__ import annotations
 
@@ -26,12 +32,13 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from tensorhub.errors import IllegalTransition
-from tensorhub.fields import utcnow
+from tensorhub.fields import HUB, utcnow
 
 PENDING, RUNNING, FINISHED, FAILED, CANCELLED = "pending", "running", "finished", "failed", "cancelled"
 STATES = (PENDING, RUNNING, FINISHED, FAILED, CANCELLED)
 ACTIVE = (PENDING, RUNNING)
 DONE = (FINISHED, FAILED, CANCELLED)
+HISTORY_KEPT = 20
 
 # (from, to) -> why it happens. Anything not listed is refused.
 TRANSITIONS: dict[tuple[str, str], str] = {
@@ -47,6 +54,11 @@ TRANSITIONS: dict[tuple[str, str], str] = {
 }
 
 
+def hub_path(name: str) -> str:
+    """The document path of a bookkeeping field: ``"seq"`` -> ``"_hub.seq"``; top-level names stay."""
+    return name if name in ("status", "result") or name.startswith(f"{HUB}.") else f"{HUB}.{name}"
+
+
 def claim_ticket(task_id: ObjectId, seq: int) -> str:
     return f"{task_id}/{seq}"
 
@@ -59,7 +71,7 @@ def take_ticket(claims: Collection, ticket: str, owner: str, **fields: Any) -> b
     """Insert ``ticket`` for ``owner``; True for the one owner that wins it, False for everyone else.
 
     Asking again as the same owner is True again, so a caller whose insert reached the server but
-    whose answer was lost (a dropped connection) can safely retry.
+    whose answer was lost (a dropped connection, a late reply) can safely retry.
     """
     try:
         claims.insert_one({"_id": ticket, "owner": owner, "taken_at": utcnow(), **fields})
@@ -68,18 +80,36 @@ def take_ticket(claims: Collection, ticket: str, owner: str, **fields: Any) -> b
         return claims.find_one({"_id": ticket, "owner": owner}, {"_id": 1}) is not None
 
 
+def history_entry(event: str, **details: Any) -> dict[str, Any]:
+    """One line of a task's history, e.g. ``{"at": …, "event": "handed_back", "reason": …}``."""
+    return {"at": utcnow(), "event": event, **{k: v for k, v in details.items() if v is not None}}
+
+
+def with_history(doc: dict[str, Any] | None, entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The task's history with ``entry`` appended, the oldest lines dropped beyond HISTORY_KEPT."""
+    history = list(((doc or {}).get(HUB) or {}).get("history") or [])
+    return (history + [entry])[-HISTORY_KEPT:]
+
+
 def transition(tasks: Collection, task_id: ObjectId, source: str, target: str,
                guard: dict[str, Any] | None = None, set_fields: dict[str, Any] | None = None,
                inc: dict[str, int] | None = None) -> bool:
     """Move one task from ``source`` to ``target`` in one conditional update.
 
     ``guard`` adds conditions (the claim's ``seq``, its token), so the update only lands on the
-    state the caller's ticket is about. Returns whether it landed.
+    state the caller's ticket is about. Field names are bookkeeping names (``"seq"``,
+    ``"lease.token"``) or the top-level ``"result"``. Returns whether it landed.
     """
     if (source, target) not in TRANSITIONS:
         raise IllegalTransition(f"a task cannot go from {source!r} to {target!r}")
-    update: dict[str, Any] = {"$set": {"status": target, "updated_at": utcnow(), **(set_fields or {})}}
+    changes = {hub_path(k): v for k, v in (set_fields or {}).items()}
+    update: dict[str, Any] = {"$set": {"status": target, f"{HUB}.updated_at": utcnow(), **changes}}
     if inc:
-        update["$inc"] = inc
-    query = {"_id": task_id, "status": source, **(guard or {})}
+        update["$inc"] = {hub_path(k): v for k, v in inc.items()}
+    query = {"_id": task_id, "status": source, **{hub_path(k): v for k, v in (guard or {}).items()}}
     return tasks.update_one(query, update).matched_count == 1
+
+
+def initial() -> dict[str, Any]:
+    """The state fields of a new task: every task starts ``pending``."""
+    return {"status": PENDING}

@@ -1,0 +1,82 @@
+"""One claimed attempt from start to write-back: the engine the runner daemon and the in-process
+``run_top_task`` share.
+
+It owns the lease cadence (renew every third of the lease; stop the code once 80% of the lease
+passed without a renewal, so it can never overlap with the next holder), and the write-back (store
+the output log, write the outcome fenced by the claim's token, drop what got superseded).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tensorhub.fields import HUB
+from tensorhub.tasks.claims import Claim, Outcome
+from tensorhub.tasks.queue import TaskQueue
+
+FENCE_FRACTION = 0.8   # stop our task when 80% of the lease passed without a renewal
+BEATS_PER_LEASE = 3
+
+
+class Attempt:
+    """A claim being worked on: when to renew its lease, when to give up, how to write it back.
+
+    >>> attempt = Attempt(queue, claim)                                     # doctest: +SKIP
+    >>> if attempt.start(): ...run the code, calling attempt.beat() when attempt.beat_due()...
+    >>> attempt.write_back(Outcome("finished", result={"acc": 0.9}))       # doctest: +SKIP
+    """
+
+    def __init__(self, queue: TaskQueue, claim: Claim, clock: Callable[[], float] = time.monotonic) -> None:
+        self.queue = queue
+        self.claim = claim
+        self._clock = clock
+        self.log_ref: dict[str, Any] | None = None
+        self.next_beat = self.fence_deadline = 0.0
+        self._renewed()
+
+    def _renewed(self) -> None:
+        now, lease = self._clock(), self.claim.lease_seconds
+        self.next_beat = now + lease / BEATS_PER_LEASE
+        self.fence_deadline = now + lease * FENCE_FRACTION
+
+    def start(self) -> bool:
+        """Tell the server the code is about to run; False if the claim was lost meanwhile."""
+        started = self.queue.begin(self.claim)
+        if started:
+            self._renewed()
+        return started
+
+    def beat_due(self) -> bool:
+        return self._clock() >= self.next_beat
+
+    def fenced(self) -> bool:
+        """True once the lease may have run out without us knowing: the code must stop now."""
+        return self._clock() >= self.fence_deadline
+
+    def beat(self) -> bool:
+        """Renew the lease; False once the attempt was ended elsewhere (cancelled, deleted, reaped)."""
+        if not self.queue.heartbeat(self.claim):
+            return False
+        self._renewed()
+        return True
+
+    def write_back(self, outcome: Outcome, log_path: str | None = None) -> bool:
+        """Store the output log (once, even across retries) and write the outcome; False if the
+        lease was lost first (the outcome is then dropped, and the stored log with it)."""
+        claim = self.claim
+        if log_path is not None and self.log_ref is None:
+            self.log_ref = self.queue.store_output_log(log_path, claim.task_id, claim.attempt)
+        if self.queue.finish(claim, outcome, self.log_ref):
+            previous = ((claim.task[HUB].get("output") or {}).get("log") or {}).get("id")
+            if previous is not None and (self.log_ref is None or previous != self.log_ref["id"]):
+                self.queue.delete_blobs([previous])  # the last attempt's log, superseded by ours
+            return True
+        self.discard_log()
+        return False
+
+    def discard_log(self) -> None:
+        """Delete the stored log of an outcome that will never be written."""
+        if self.log_ref is not None and self.queue.stored_log_id(self.claim.task_id) != self.log_ref["id"]:
+            self.queue.delete_blobs([self.log_ref["id"]])
+        self.log_ref = None
