@@ -89,3 +89,69 @@ def test_tensorlayer_form_authenticates(auth_server):
     with pytest.raises(ConnectionFailed, match="refused"):
         TensorHub(ip="127.0.0.1", port=auth_server.port, dbname="labdb", username="ann",
                   password="wrong", project_name="tutorial")
+
+
+SECRET_URIS = [
+    "mongodb://ann:hunter2@127.0.0.1:1/db",              # well-formed
+    "mongodb://ann:hun/ter2@127.0.0.1:1/db",             # unescaped '/' in the password
+    "mongodb://ann:hun@ter2@127.0.0.1:1/db",             # unescaped '@'
+    "mongodb://ann:hun:ter2@127.0.0.1:1/db",             # unescaped ':'
+    "mongodb://ann:p%40ss%2Fhunter2@127.0.0.1:1/db",     # escaped properly
+]
+
+
+@pytest.mark.parametrize("uri", SECRET_URIS)
+def test_no_part_of_a_password_leaks_into_errors(uri):
+    import traceback
+
+    from tensorhub.connection import redact
+    from tensorhub.errors import TensorHubError
+
+    assert "hunter2" not in redact(uri) and "ter2" not in redact(uri)
+    with pytest.raises(TensorHubError) as caught:
+        TensorHub(uri, project_name="p", timeout_ms=200)
+    text = "".join(traceback.format_exception(caught.value))
+    assert "ter2" not in text and "hun" not in text.replace("hunter", "")  # no fragment either
+    assert "ann" in str(caught.value)  # the user name is kept: it helps, and is no secret
+
+
+def test_embedded_store_uri_hides_its_password_too():
+    hub = TensorHub("mongomock://ann:hunter2@localhost/secret_test", project_name="p")
+    assert "hunter2" not in repr(hub) and "hunter2" not in hub.uri
+    hub.db.client.drop_database("secret_test")
+
+
+def test_cli_and_runner_never_print_the_password():
+    import subprocess
+    import sys
+
+    for args in (["tasks", "list"], ["runner", "--lease-seconds", "4"]):
+        done = subprocess.run([sys.executable, "-m", "tensorhub.cli", *args, "--uri",
+                               "mongodb://ann:hun/ter2@127.0.0.1:1/db", "--project", "p"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0 and "ter2" not in done.stdout + done.stderr
+        assert "ann:***@" in done.stdout + done.stderr
+
+
+def test_tensorlayer_positional_and_keyword_forms_build_the_same_hub():
+    from tensorhub.hub import _tensorlayer_positional
+
+    named = _tensorlayer_positional(["localhost", 27017, "temp", None, "password", "tutorial"],
+                                    dict(ip=None, port=None, dbname=None, username=None, password=None,
+                                         project_name=None))
+    assert named == {"ip": "localhost", "port": 27017, "dbname": "temp", "username": None,
+                     "password": "password", "project_name": "tutorial"}
+    from tensorhub.connection import build_uri
+
+    # TensorLayer's example passes a password without a username: that means "no authentication".
+    assert build_uri("localhost", 27017, "temp", None, "password") == "mongodb://localhost:27017/temp"
+
+
+def test_project_none_is_tensorlayers_default_a_project_of_its_own():
+    a = TensorHub("mongomock://localhost/none_test")               # no project given
+    b = TensorHub("mongomock://localhost/none_test", project_name=None)
+    c = TensorHub("mongomock://localhost/none_test", project_name="named")
+    a.save_training_log(x=1)
+    assert a.project_name is None and len(b.find_logs()) == 1 and c.find_logs().empty
+    assert a.db["logs"].find_one()["_hub"]["project"] is None
+    a.db.client.drop_database("none_test")

@@ -171,7 +171,9 @@ def test_sigterm_finishes_short_tasks_and_hands_back_long_ones(server_hub, runne
     runner.send_signal(signal.SIGTERM)
     assert runner.wait(timeout=30) == 0
     task = server_hub.get_task(long_task)
-    assert task["status"] == "pending" and task["attempts"] == 1 and task["attempt_limit"] == 4
+    # Handed back: not the task's fault, so the attempt is not counted, and the history says why.
+    assert task.status == "pending" and task.attempts == 0 and task.attempt_limit == 3
+    assert task.history[-1]["event"] == "handed_back" and "SIGTERM" in task.history[-1]["reason"]
     assert not pid_alive(int(pids.read_text().split()[0]))
 
 

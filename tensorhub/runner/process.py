@@ -59,7 +59,7 @@ CAN_PEEK = hasattr(os, "waitid") and hasattr(os, "WNOWAIT")
 # Supervisors this process started and has not reaped: the stray sweep must leave them (and their
 # exit status, which their Popen collects) alone. A cleaned-up attempt whose supervisor would not
 # die yet moves to _abandoned until it can be reaped.
-_running: "weakref.WeakSet[TaskProcess]" = weakref.WeakSet()
+_running: weakref.WeakSet[TaskProcess] = weakref.WeakSet()
 _abandoned: list[subprocess.Popen] = []
 
 

@@ -56,10 +56,12 @@ class TaskQueue:
         c, p = self._tasks, PROJECT_FIELD
         for lead in ([p, "status"], [p, "task_name", "status"]):
             keys = [(k, ASCENDING) for k in lead] + [(NEEDS_PICKLE, ASCENDING)]
-            c.create_index(keys + [(f"{HUB}.priority", DESCENDING), (f"{HUB}.created_at", ASCENDING)])
-            c.create_index(keys + [("time", DESCENDING)])
-        c.create_index([(p, ASCENDING), (f"{HUB}.created_at", ASCENDING)])
-        c.create_index([(p, ASCENDING), ("task_name", ASCENDING), (f"{HUB}.created_at", ASCENDING)])
+            c.create_index(keys + [(f"{HUB}.priority", DESCENDING), (f"{HUB}.created_at", ASCENDING),
+                                   ("_id", ASCENDING)])
+            c.create_index(keys + [("time", DESCENDING), ("_id", DESCENDING)])
+        c.create_index([(p, ASCENDING), (f"{HUB}.created_at", ASCENDING), ("_id", ASCENDING)])
+        c.create_index([(p, ASCENDING), ("task_name", ASCENDING), (f"{HUB}.created_at", ASCENDING),
+                        ("_id", ASCENDING)])
         c.create_index([(f"{HUB}.blob_ids", ASCENDING)])
         self._book.ensure_indexes()
 
@@ -259,7 +261,7 @@ class TaskQueue:
         for task in self._tasks.find(self.query(task_name, kwargs), {"status": 1}):
             if task["status"] in ACTIVE:
                 self._cancel_one(task["_id"])
-            doc = self._tasks.find_one_and_delete({"_id": task["_id"]}, projection={f"{HUB}.blob_ids": 1})
+            doc = self._tasks.find_one_and_delete({"_id": task["_id"]})  # no projection: FerretDB v1 has none here
             if doc is None:
                 continue
             self._book.forget(task["_id"])
