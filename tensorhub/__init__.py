@@ -16,12 +16,14 @@ if TYPE_CHECKING:  # what static type checkers and IDEs see
     from tensorhub.hub import TensorHub
     from tensorhub.records import Record
     from tensorhub.tasks.context import TaskContext, current_task
+    from tensorhub.tasks.model import Task
 
 __version__ = "0.1.0"
-__all__ = ["TensorHub", "Record", "TaskContext", "current_task", "errors"]
+__all__ = ["Record", "Task", "TaskContext", "TensorHub", "current_task", "errors"]
 
 _WHERE = {"TensorHub": "tensorhub.hub", "Record": "tensorhub.records",
           "TaskContext": "tensorhub.tasks.context", "current_task": "tensorhub.tasks.context",
+          "Task": "tensorhub.tasks.model",
           "errors": "tensorhub.errors"}
 
 

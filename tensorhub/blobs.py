@@ -65,7 +65,7 @@ class BlobRef:
         return {"id": self.id, "size": self.size, "sha256": self.sha256, "format": self.format}
 
     @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> "BlobRef":
+    def from_doc(cls, doc: dict[str, Any]) -> BlobRef:
         return cls(doc["id"], int(doc["size"]), doc["sha256"], doc["format"])
 
 
@@ -93,7 +93,7 @@ class BlobWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data: Any) -> int:  # type: ignore[override]
+    def write(self, data: Any) -> int:
         if self.closed:
             raise ValueError("write to a closed blob")
         view = memoryview(data).cast("B")
@@ -191,10 +191,9 @@ class BlobReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, target: Any) -> int:  # type: ignore[override]
-        if not self._buffer:
-            if not self._load_next_chunk():
-                return 0
+    def readinto(self, target: Any) -> int:
+        if not self._buffer and not self._load_next_chunk():
+            return 0
         count = min(len(target), len(self._buffer))
         memoryview(target).cast("B")[:count] = self._buffer[:count]
         self._buffer = self._buffer[count:]
@@ -361,16 +360,17 @@ class BlobStore:
         return self.files.count_documents(usable) == len(ids)
 
     def _release_batch(self, ids: list[ObjectId], is_referenced: IsReferenced) -> int:
-        mark = {"at": utcnow(), "token": ObjectId()}
-        ours = {"_id": {"$in": ids}, "metadata.project": _is(self.project), **_unmarked(mark["at"])}
+        now, token = utcnow(), ObjectId()
+        mark: dict[str, Any] = {"at": now, "token": token}
+        ours = {"_id": {"$in": ids}, "metadata.project": _is(self.project), **_unmarked(now)}
         self.files.update_many(ours, {"$set": {"metadata.releasing": mark}})
         held = [doc["_id"] for doc in self.files.find(
-            {"_id": {"$in": ids}, "metadata.releasing.token": mark["token"]}, {"_id": 1})]
+            {"_id": {"$in": ids}, "metadata.releasing.token": token}, {"_id": 1})]
         if not held:
             return 0
         referenced = is_referenced(held)
         deleted = self._delete_held([i for i in held if i not in referenced], mark)
-        self._unmark([i for i in held if i in referenced], mark["token"])
+        self._unmark([i for i in held if i in referenced], token)
         return deleted
 
     def _delete_held(self, ids: list[ObjectId], mark: dict[str, Any]) -> int:

@@ -51,15 +51,18 @@ def main() -> None:
 @uri_option
 @project_option
 @click.option("--task-name", default=None, help="Only claim tasks with this name.")
-@click.option("--gpus", default=None, help="Comma-separated GPU ids; one task slot per GPU (sets CUDA_VISIBLE_DEVICES).")
+@click.option("--gpus", default=None,
+              help="Comma-separated GPU ids; one task slot per GPU (sets CUDA_VISIBLE_DEVICES).")
 @click.option("--slots", default=1, show_default=True, help="Task slots when --gpus is not given.")
 @click.option("--max-tasks", type=int, default=None, help="Exit after running this many tasks.")
 @click.option("--lease-seconds", default=defaults.LEASE_SECONDS, show_default=True,
               help="Lease length; renewed every third of it.")
 @click.option("--poll-interval", default=defaults.POLL_INTERVAL, show_default=True,
               help="Longest wait between polls when idle (2 s when a change stream wakes us instead).")
-@click.option("--grace-seconds", default=defaults.GRACE_SECONDS, show_default=True, help="On SIGTERM, how long running tasks may finish.")
-@click.option("--allow-pickle", is_flag=True, help="Also run function tasks (dill): only if you trust who queues tasks.")
+@click.option("--grace-seconds", default=defaults.GRACE_SECONDS, show_default=True,
+              help="On SIGTERM, how long running tasks may finish.")
+@click.option("--allow-pickle", is_flag=True,
+              help="Also run function tasks (dill): only if you trust who queues tasks.")
 @click.option("--log-level", default="INFO", show_default=True)
 @reports_errors
 def runner(uri: str, project: str, task_name: str | None, gpus: str | None, slots: int, max_tasks: int | None,

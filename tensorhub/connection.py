@@ -129,10 +129,10 @@ def connect(uri: str, *, timeout_ms: int = defaults.SERVER_TIMEOUT_MS, **client_
     except (PyMongoError, ValueError) as err:
         raise InvalidArgument(f"cannot parse MongoDB URI {display!r}: {scrub(str(err), uri)} "
                               "(escape '@', ':' and '/' in the password with urllib.parse.quote_plus)") from None
-    options = {"tz_aware": True, "serverSelectionTimeoutMS": timeout_ms, "appname": "tensorhub"}
+    options: dict[str, Any] = {"tz_aware": True, "serverSelectionTimeoutMS": timeout_ms, "appname": "tensorhub"}
     options.update(client_options)
     try:
-        client = pymongo.MongoClient(uri, **options)
+        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri, **options)
         client.admin.command("ping")
     except OperationFailure as err:
         detail = scrub(str(err.details.get("errmsg", err) if err.details else err), uri)

@@ -112,7 +112,7 @@ class TensorHub:
         """The URI with its password hidden (safe to print or log)."""
         return self._connection.display_uri
 
-    def open_again(self, **client_options: Any) -> "TensorHub":
+    def open_again(self, **client_options: Any) -> TensorHub:
         """A new hub on the same server and project (for another thread or a child process)."""
         return TensorHub(self._connection.uri, self.project_name, **client_options)
 
@@ -127,7 +127,7 @@ class TensorHub:
                 _indexed.discard((id(self._connection.client), self.db.name))
             self._connection.client.close()
 
-    def __enter__(self) -> "TensorHub":
+    def __enter__(self) -> TensorHub:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -217,12 +217,15 @@ class TensorHub:
         return self._logs.save_log("testing", kwargs)
 
     def delete_training_log(self, **kwargs: Any) -> int:
+        """Delete matching training logs; how many went: ``hub.delete_training_log(model_name="mlp")``."""
         return self._logs.delete_logs("training", kwargs)
 
     def delete_validation_log(self, **kwargs: Any) -> int:
+        """Delete matching validation logs; how many went."""
         return self._logs.delete_logs("validation", kwargs)
 
     def delete_testing_log(self, **kwargs: Any) -> int:
+        """Delete matching testing logs; how many went."""
         return self._logs.delete_logs("testing", kwargs)
 
     def find_logs(self, kind: str | None = None, sort: Any = None, **kwargs: Any) -> Any:
@@ -242,6 +245,7 @@ class TensorHub:
         return self._logs.find_metrics(run, **kwargs)
 
     def delete_metrics(self, run: str | None = None, **kwargs: Any) -> int:
+        """Delete a run's (or matching) metrics points; how many went."""
         return self._logs.delete_metrics(run, **kwargs)
 
     # -- tasks: the distributor's side ---------------------------------------------------------
@@ -368,7 +372,7 @@ def _tensorlayer_positional(values: list[Any], keywords: dict[str, Any]) -> dict
         raise InvalidArgument("TensorHub takes at most (ip, port, dbname, username, password, project_name) "
                               "positionally, as TensorLayer does; or use keywords: TensorHub(ip='localhost', "
                               "port=27017, dbname='temp', project_name='tutorial')")
-    named = dict(zip(_POSITIONAL, given))
+    named = dict(zip(_POSITIONAL, given, strict=False))  # fewer values than names is fine
     for key, value in keywords.items():
         if value is not None and key in named and named[key] != value:
             raise InvalidArgument(f"{key} given both by position and by keyword; use keywords: TensorHub("

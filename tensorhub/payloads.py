@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import bson
 
@@ -40,7 +40,7 @@ class HashSink:
     def flush(self) -> None:
         pass
 
-    def __enter__(self) -> "HashSink":
+    def __enter__(self) -> HashSink:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -99,7 +99,7 @@ def decode(node: dict[str, Any], blobs: BlobStore, allow_pickle: bool) -> Any:
                 "allow_pickle=True if you trust who saved it")
         codec = codec_named(node["codec"], allow_pickle)
         with blobs.open_reader(node["blob"]["id"]) as src:
-            obj = codec.decode(src, {**node.get("info", {}), "unsafe": bool(node.get("unsafe"))})
+            obj = codec.decode(cast(BinaryIO, src), {**node.get("info", {}), "unsafe": bool(node.get("unsafe"))})
             src.verify_rest()
         return obj
     raise CodecError(f"unknown payload node type {kind!r} (written by a newer tensorhub?)")

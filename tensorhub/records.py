@@ -57,7 +57,7 @@ class Record:
     size: int
     sha256: str
     document: dict[str, Any] = field(repr=False)
-    _store: "RecordStore" = field(repr=False, compare=False)
+    _store: RecordStore = field(repr=False, compare=False)
 
     def load(self, allow_pickle: bool = False) -> Any:
         """Read and verify the bytes, and rebuild the object."""
@@ -199,15 +199,15 @@ class RecordStore:
                       hub.get("summary", ""), int(hub.get("size", 0)), hub.get("sha256", ""), doc, self)
 
 
-class _AttrList(list):  # type: ignore[type-arg]
+class _AttrList(list):
     """A list that can carry the record's fields as attributes."""
 
 
-class _AttrDict(dict):  # type: ignore[type-arg]
+class _AttrDict(dict):
     """A dict that can carry the record's fields as attributes."""
 
 
-class _AttrTuple(tuple):  # type: ignore[type-arg]
+class _AttrTuple(tuple):
     """A tuple that can carry the record's fields as attributes."""
 
 

@@ -6,8 +6,8 @@ import datetime as dt
 
 import numpy as np
 import pytest
-
 from ferretdb import FerretDBServer
+
 from tensorhub import TensorHub
 from tensorhub.errors import ConnectionFailed, InvalidArgument, InvalidField
 

@@ -22,7 +22,7 @@ def test_tensorlayer_tuple_round_trips_exactly(hub):
     hub.save_dataset(data, "mnist", description="digits")
     loaded = hub.find_top_dataset("mnist")
     assert isinstance(loaded, tuple) and len(loaded) == 6
-    for original, back in zip(data, loaded):
+    for original, back in zip(data, loaded, strict=True):
         assert back.dtype == original.dtype and back.shape == original.shape
         np.testing.assert_array_equal(back, original)
 
@@ -139,7 +139,7 @@ def test_reserved_and_unstorable_kwargs_are_refused_by_name(hub):
         hub.save_dataset(np.ones(1), "d", _hub=3)
     with pytest.raises(Exception, match="'bad'"):
         hub.save_dataset(np.ones(1), "d", bad=object())
-    with pytest.raises(Exception, match="a.b"):
+    with pytest.raises(Exception, match=r"a\.b"):
         hub.save_dataset(np.ones(1), "d", meta={"a.b": 1})
     assert hub.db["blobs.files"].count_documents({}) == 0
 

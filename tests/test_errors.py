@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from tensorhub import TensorHub
-from tensorhub.errors import (CodecError, DocumentTooLarge, InvalidArgument, InvalidField, PickleNotAllowed,
-                              TensorHubError)
+from tensorhub.errors import (
+    CodecError,
+    DocumentTooLarge,
+    InvalidArgument,
+    InvalidField,
+    PickleNotAllowed,
+    TensorHubError,
+)
 
 UNSTORABLE = {
     "uint64_max": np.uint64(2**64 - 1),
@@ -112,7 +118,7 @@ def test_tensorlayer_constructor_needs_no_auth_without_a_username_and_names_bad_
 keras = pytest.importorskip("keras")
 
 
-def _built(model: "keras.Model") -> "keras.Model":
+def _built(model: keras.Model) -> keras.Model:
     model(np.zeros((1, 3), dtype="float32"))
     return model
 

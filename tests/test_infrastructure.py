@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pymongo
 import pytest
-
 from ferretdb import FerretDBServer
 from mongo_uri import database_name, with_database
 

@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras", reason="tf.keras models need: pip install 'tensorhub[tensorflow]'")
 
 
-def tiny_model(units: int = 8) -> "keras.Model":
+def tiny_model(units: int = 8) -> keras.Model:
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(units, activation="relu"),
                               keras.layers.Dense(3, activation="softmax")], name="mlp")
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -22,7 +22,7 @@ def tiny_model(units: int = 8) -> "keras.Model":
 
 
 @pytest.fixture(scope="module")
-def trained() -> "keras.Model":
+def trained() -> keras.Model:
     return tiny_model()
 
 
@@ -64,7 +64,7 @@ def test_weight_lists_round_trip_and_list_without_loading(hub, trained):
     assert len(records) == 1 and records[0].fields["epoch"] == 3 and records[0].fields["version"] == 1
     back = hub.find_top_model(model_name="weights")
     assert isinstance(back, list) and back._epoch == 3
-    for a, b in zip(weights, back):
+    for a, b in zip(weights, back, strict=True):
         np.testing.assert_array_equal(a, b)
     dict_weights = {"w": np.ones((2, 2)), "b": np.zeros(2)}
     hub.save_model(dict_weights, model_name="dict")
@@ -82,7 +82,7 @@ def test_delete_model_removes_its_bytes(hub, trained):
 def test_bad_kwargs_are_named(hub, trained):
     with pytest.raises(ReservedField, match="_hub"):
         hub.save_model(trained, model_name="mlp", _hub=1)
-    with pytest.raises(ReservedField, match="_hub.project"):
+    with pytest.raises(ReservedField, match=r"_hub\.project"):
         hub.find_top_model(model_name="mlp", **{"_hub.project": "other"})
     with pytest.raises(Exception, match="'callback'"):
         hub.save_model(trained, model_name="mlp", callback=lambda: 1)

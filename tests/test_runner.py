@@ -208,6 +208,7 @@ def test_runner_survives_a_server_outage_and_fences_itself_when_it_lasts_too_lon
     out; one longer than the lease makes the runner kill its task before the lease expires, and
     the task runs again once the server is back."""
     from ferretdb import FerretDBServer
+
     from tensorhub import TensorHub
 
     with FerretDBServer() as server:

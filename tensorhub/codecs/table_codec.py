@@ -22,7 +22,7 @@ class DataFrameCodec(Codec):
 
     def encode(self, obj: pd.DataFrame, out: BinaryIO, allow_pickle: bool = False) -> dict[str, Any]:
         obj.to_parquet(_KeepOpen(out), engine="pyarrow", index=True)
-        return {"rows": int(len(obj)), "columns": [str(c) for c in obj.columns],
+        return {"rows": len(obj), "columns": [str(c) for c in obj.columns],
                 "dtypes": [str(t) for t in obj.dtypes]}
 
     def decode(self, src: BinaryIO, info: dict[str, Any]) -> pd.DataFrame:
@@ -43,7 +43,7 @@ class _KeepOpen(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data: Any) -> int:  # type: ignore[override]
+    def write(self, data: Any) -> int:
         written = self._out.write(data)
         self._position += written
         return written

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -72,7 +71,7 @@ class Runner:
     >>> Runner(hub, RunnerConfig(gpus=["0", "1"], lease_seconds=60)).run()
     """
 
-    def __init__(self, hub: "TensorHub", config: RunnerConfig | None = None) -> None:
+    def __init__(self, hub: TensorHub, config: RunnerConfig | None = None) -> None:
         self.hub = hub
         self.config = config or RunnerConfig()
         gpus: list[str | None] = list(self.config.gpus) if self.config.gpus else [None] * self.config.slots

@@ -265,7 +265,7 @@ class ClaimBook:
         leases = {doc["_id"]: doc for doc in self._claims.find({"_id": {"$in": tickets}},
                                                                {"expires_at": 1, "started_at": 1})}
         reaped = 0
-        for task, ticket in zip(running, tickets):
+        for task, ticket in zip(running, tickets, strict=True):
             lease = leases.get(ticket)
             if lease is not None and _aware(lease["expires_at"]) > now:
                 continue
@@ -397,4 +397,4 @@ def _aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
-__all__ = ["Claim", "ClaimBook", "ClaimInDoubt", "Outcome", "PROJECT_FIELD", "runner_identity"]
+__all__ = ["PROJECT_FIELD", "Claim", "ClaimBook", "ClaimInDoubt", "Outcome", "runner_identity"]

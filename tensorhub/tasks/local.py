@@ -63,4 +63,4 @@ def run_claim(queue: TaskQueue, claim: Claim, open_hub: Callable[[], Any]) -> Ta
     return queue.get(claim.task_id)
 
 
-__all__ = ["run_claim", "HUB"]
+__all__ = ["HUB", "run_claim"]

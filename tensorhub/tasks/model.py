@@ -41,7 +41,7 @@ class RunnerInfo:
     gpu: str | None = None
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any] | None) -> "RunnerInfo | None":
+    def from_doc(cls, doc: Mapping[str, Any] | None) -> RunnerInfo | None:
         if not doc:
             return None
         return cls(str(doc.get("id")), str(doc.get("host")), int(doc.get("pid") or 0), doc.get("gpu"))
@@ -66,7 +66,7 @@ class Task(Mapping[str, Any]):
     fields: dict[str, Any]                 # the user's own keywords
     project: str | None
     priority: float
-    created_at: dt.datetime
+    created_at: dt.datetime | None
     attempts: int                          # attempts that ran (hand-backs are not counted)
     max_attempts: int
     attempt_limit: int                     # attempts allowed in total (grows when requeued)
@@ -83,7 +83,7 @@ class Task(Mapping[str, Any]):
     document: dict[str, Any] = field(repr=False, compare=False)
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any]) -> "Task":
+    def from_doc(cls, doc: Mapping[str, Any]) -> Task:
         hub = doc.get(HUB) or {}
         code = hub.get("code") or {}
         return cls(

@@ -20,7 +20,16 @@ from pymongo.database import Database
 from tensorhub import defaults
 from tensorhub.blobs import BlobStore
 from tensorhub.errors import InvalidArgument, NotFound, TaskError, WaitTimeout
-from tensorhub.fields import HUB, build_query, check_size, clean_fields, normalize_sort, to_bson_value, utcnow, with_tiebreak
+from tensorhub.fields import (
+    HUB,
+    build_query,
+    check_size,
+    clean_fields,
+    normalize_sort,
+    to_bson_value,
+    utcnow,
+    with_tiebreak,
+)
 from tensorhub.project import PROJECT_FIELD, Project
 from tensorhub.tasks import states
 from tensorhub.tasks.claims import Claim, ClaimBook, ClaimInDoubt, Outcome
@@ -71,7 +80,7 @@ class TaskQueue:
                saved_result_keys: Iterable[str] | str | None = None, *, source: str | None = None,
                function: Callable[..., Any] | None = None, priority: float = 0,
                max_attempts: int = defaults.MAX_ATTEMPTS, timeout: float | None = None,
-               **kwargs: Any) -> ObjectId:  # noqa: D417 (options are documented on the facade)
+               **kwargs: Any) -> ObjectId:
         if not isinstance(task_name, str) or not task_name:
             raise InvalidArgument(f"task_name must be a non-empty string, got {task_name!r}")
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
@@ -369,4 +378,4 @@ def _oid(value: ObjectId | str) -> ObjectId:
         raise InvalidArgument(f"{value!r} is not a task id") from None
 
 
-__all__ = ["TaskQueue", "PENDING", "RUNNING", "FINISHED", "FAILED", "CANCELLED"]
+__all__ = ["CANCELLED", "FAILED", "FINISHED", "PENDING", "RUNNING", "TaskQueue"]

@@ -12,8 +12,8 @@ from tensorhub.errors import InvalidArgument
 def grid(space: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     """All combinations, in order.
 
-    >>> grid({"n_units": [200, 400], "lr": [0.1, 0.01]})
-    [{'n_units': 200, 'lr': 0.1}, {'n_units': 200, 'lr': 0.01}, {'n_units': 400, 'lr': 0.1}, {'n_units': 400, 'lr': 0.01}]
+    >>> grid({"n_units": [200, 400], "lr": [0.1]})
+    [{'n_units': 200, 'lr': 0.1}, {'n_units': 400, 'lr': 0.1}]
     """
     if not isinstance(space, Mapping) or not space:
         raise InvalidArgument("a search space is a non-empty dict of name -> list of values")
@@ -21,7 +21,7 @@ def grid(space: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
             raise InvalidArgument(f"search space {name!r} needs a non-empty list of values, got {values!r}")
     names = list(space)
-    return [dict(zip(names, combo)) for combo in itertools.product(*(space[n] for n in names))]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(space[n] for n in names))]
 
 
 def sample(space: Mapping[str, Sequence[Any]], n: int | None = None, fraction: float | None = None,

@@ -1,0 +1,92 @@
+"""Guards for the shape of the code: layers point one way, and one module writes task status.
+
+stores (blobs, codecs, payloads, records, logs, tasks/) <- the facade (hub.py) <- applications
+(runner/, cli.py). A lower layer never imports a higher one, not even inside a function.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "tensorhub"
+FACADE = {"tensorhub.hub"}
+APPLICATIONS = {"tensorhub.runner", "tensorhub.cli"}
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside functions (relative imports resolved)."""
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def modules(under: str) -> list[Path]:
+    return sorted((PACKAGE / under).rglob("*.py")) if under else sorted(PACKAGE.glob("*.py"))
+
+
+def reaches(imported: set[str], targets: set[str]) -> set[str]:
+    return {name for name in imported for target in targets if name == target or name.startswith(target + ".")}
+
+
+def test_the_task_package_never_imports_the_facade_or_an_application():
+    for path in modules("tasks"):
+        assert not reaches(imports_of(path), FACADE | APPLICATIONS), path.name
+
+
+def test_stores_never_import_the_facade_or_an_application():
+    stores = [p for p in modules("") if p.stem not in ("hub", "cli", "__init__")] + modules("codecs")
+    for path in stores:
+        assert not reaches(imports_of(path), FACADE | APPLICATIONS), path.name
+
+
+def test_the_facade_never_imports_an_application():
+    assert not reaches(imports_of(PACKAGE / "hub.py"), APPLICATIONS)
+
+
+def test_only_the_state_machine_writes_status():
+    """Any dict literal with a "status" key that reaches the database outside states.py would be
+    a second writer; reading status ({"status": PENDING} in a query) is fine, so this looks for
+    update operators and inserts: "$set"/"$setOnInsert" documents and insert calls."""
+    offenders = []
+    for path in modules("") + modules("tasks") + modules("runner") + modules("codecs"):
+        if path.name == "states.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Dict):
+                continue
+            keys = [k.value for k in node.keys if isinstance(k, ast.Constant)]
+            if any(k in ("$set", "$setOnInsert") for k in keys):
+                for value in node.values:
+                    if isinstance(value, ast.Dict) and any(
+                            isinstance(k, ast.Constant) and k.value == "status" for k in value.keys):
+                        offenders.append(f"{path.name}:{node.lineno}")
+            status_values = [v for k, v in zip(node.keys, node.values, strict=True)
+                             if isinstance(k, ast.Constant) and k.value == "status"]
+            if "task_name" in keys and any(not (isinstance(v, ast.Constant) and isinstance(v.value, str)
+                                                and " " in v.value) for v in status_values):
+                offenders.append(f"{path.name}:{node.lineno}")  # a task document being built
+    assert offenders == []
+
+
+def test_the_status_writer_is_the_transition_function():
+    source = (PACKAGE / "tasks" / "states.py").read_text()
+    assert '"$set": {"status": target' in source and 'return {"status": PENDING}' in source
+
+
+def test_public_api_is_small_and_documented():
+    import tensorhub
+    from tensorhub import TensorHub
+
+    public = [name for name in dir(TensorHub) if not name.startswith("_")]
+    undocumented = [name for name in public if not (getattr(TensorHub, name).__doc__ or "").strip()
+                    and not isinstance(getattr(TensorHub, name), property)]
+    assert undocumented == [], undocumented
+    assert not {"tasks", "blobs", "datasets", "models", "logs"} & set(vars(TensorHub(
+        "mongomock://localhost/layers_test")))
+    assert set(tensorhub.__all__) >= {"TensorHub", "Record", "Task", "current_task", "errors"}
