@@ -47,6 +47,8 @@ def to_bson_value(value: Any, key: str) -> Any:
     >>> to_bson_value({"lr": np.float32(0.5), "layers": (64, 32)}, "hp")
     {'lr': 0.5, 'layers': [64, 32]}
     """
+    if isinstance(value, np.generic):  # first: np.float64 is also a float, np.str_ also a str
+        return _numpy_scalar(value, key)
     if isinstance(value, _PLAIN):
         return value
     if isinstance(value, float):
@@ -56,8 +58,6 @@ def to_bson_value(value: Any, key: str) -> Any:
             raise InvalidField(f"field {key!r}: the integer {value} does not fit in 64 bits "
                                "(MongoDB's largest integer); store it as a string or a float")
         return value
-    if isinstance(value, np.generic):
-        return _numpy_scalar(value, key)
     if isinstance(value, Mapping):
         return {_check_name(k, f"{key}.{k}"): to_bson_value(v, f"{key}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -142,7 +142,9 @@ class TensorHub:
 
         Identical bytes are stored once, but every save gets its own record with its own keywords.
 
-        >>> hub.save_dataset((X_train, y_train, X_test, y_test), "mnist", description="digits")  # doctest: +SKIP
+        >>> record = hub.save_dataset((X_train, y_train, X_test, y_test), "mnist", description="digits")
+        >>> record.name, record.fields["description"], record.summary
+        ('mnist', 'digits', 'tuple(4 items)')
         """
         return self._datasets.save(dataset, dataset_name, allow_pickle, **kwargs)
 
@@ -150,8 +152,11 @@ class TensorHub:
                          allow_pickle: bool = False, **kwargs: Any) -> Any:
         """The best-matching dataset, loaded (newest unless ``sort`` says otherwise); ``None`` if none.
 
-        >>> X_train, y_train, X_test, y_test = hub.find_top_dataset("mnist")      # doctest: +SKIP
-        >>> old = hub.find_top_dataset("mnist", version=1)                         # doctest: +SKIP
+        >>> X_train, y_train, X_test, y_test = hub.find_top_dataset("mnist")
+        >>> X_train.shape
+        (60, 4)
+        >>> first = hub.find_top_dataset("mnist", version=1)
+        >>> newest = hub.find_top_dataset("mnist", sort=[("time", -1)])
         """
         record = self._datasets.find_top(dataset_name, sort, **kwargs)
         return None if record is None else record.load(allow_pickle)
@@ -168,7 +173,10 @@ class TensorHub:
     def delete_datasets(self, dataset_name: str | None = None, **kwargs: Any) -> int:
         """Delete matching datasets (and their bytes, unless another record shares them).
 
-        >>> hub.delete_datasets("mnist", version={"$lt": 3})                      # doctest: +SKIP
+        >>> for i in range(3):
+        ...     _ = hub.save_dataset(np.full(2, i), "scratch")
+        >>> hub.delete_datasets("scratch", version={"$lt": 3})   # versions 1 and 2
+        2
         """
         return self._datasets.delete(dataset_name, **kwargs)
 
@@ -177,7 +185,9 @@ class TensorHub:
                    **kwargs: Any) -> Record:
         """Store a tf.keras model (or a list/dict of weight arrays) with queryable metadata.
 
-        >>> hub.save_model(model, model_name="mlp", test_accuracy=0.97, name="second_model")  # doctest: +SKIP
+        >>> record = hub.save_model(model, model_name="mlp", test_accuracy=0.97, name="second_model")
+        >>> record.fields["name"], record.fields["test_accuracy"]
+        ('second_model', 0.97)
         """
         return self._models.save(network, model_name, allow_pickle, **kwargs)
 
@@ -187,8 +197,9 @@ class TensorHub:
 
         ``sess`` is TensorLayer's TF1 session argument, accepted and unused (Keras needs none).
 
-        >>> net = hub.find_top_model(sort=[("test_accuracy", -1)], model_name="mlp")  # doctest: +SKIP
-        >>> net._test_accuracy, net.hub_record.version                                # doctest: +SKIP
+        >>> net = hub.find_top_model(sort=[("test_accuracy", -1)], model_name="mlp")
+        >>> net._test_accuracy, net.hub_record.version
+        (0.97, 2)
         """
         record = self._models.find_top(model_name, sort, **kwargs)
         if record is None:
@@ -258,8 +269,10 @@ class TensorHub:
         dill; runners need ``--allow-pickle``), ``priority=`` (higher first), ``max_attempts=3``,
         ``timeout=`` seconds; other kwargs are queryable fields of the task.
 
-        >>> hub.create_task("mnist", script="train.py", hyper_parameters={"n_units": 800},
-        ...                 saved_result_keys=["test_accuracy"], priority=5, timeout=3600)  # doctest: +SKIP
+        >>> task_id = hub.create_task("mnist", script="train.py", hyper_parameters={"n_units": 800},
+        ...                           saved_result_keys=["test_accuracy"], priority=5, timeout=3600)
+        >>> hub.get_task(task_id).status
+        'pending'
         """
         return self.queue.create(task_name, script, hyper_parameters, saved_result_keys, **kwargs)
 
@@ -268,8 +281,10 @@ class TensorHub:
                           hyper_parameters: Mapping[str, Any] | None = None, **kwargs: Any) -> list[ObjectId]:
         """One task per combination of ``grid`` (merged over fixed ``hyper_parameters``).
 
-        >>> hub.create_grid_tasks("mnist", "train.py", grid={"n_units": [200, 800], "lr": [0.1, 0.01]},
-        ...                       saved_result_keys=["test_accuracy"])          # doctest: +SKIP
+        >>> ids = hub.create_grid_tasks("sweep", "train.py", grid={"n_units": [200, 800], "lr": [0.1, 0.01]},
+        ...                             saved_result_keys=["test_accuracy"])
+        >>> len(ids)
+        4
         """
         return [self.create_task(task_name, script, {**_mapping(hyper_parameters), **combo}, **kwargs)
                 for combo in search.grid(grid or {})]
@@ -298,7 +313,8 @@ class TensorHub:
     def find_tasks(self, task_name: str | None = None, sort: Any = None, **kwargs: Any) -> list[Task]:
         """Tasks (status, attempts, times, runner, result, error), oldest first unless ``sort``.
 
-        >>> [t.result for t in hub.find_tasks("mnist", status="finished")]      # doctest: +SKIP
+        >>> [t.result for t in hub.find_tasks("mnist", status="finished")]
+        [{'test_accuracy': 0.5}]
         """
         return self.queue.find(task_name, sort, **kwargs)
 
@@ -332,8 +348,15 @@ class TensorHub:
                      **kwargs: Any) -> Task | None:
         """Claim the top pending task and run it in this process; the task as it ended, or ``None``.
 
-        >>> while hub.run_top_task("mnist"): pass          # TensorLayer's worker loop  # doctest: +SKIP
-        >>> hub.run_top_task("mnist", sort=[("time", -1)])  # the newest first          # doctest: +SKIP
+        >>> for n in (2, 4, 8):
+        ...     _ = hub.create_task("demo", source="score = n * 2", hyper_parameters={"n": n},
+        ...                         saved_result_keys="score")
+        >>> hub.run_top_task("demo", sort=[("time", -1)]).result   # the newest first
+        {'score': 16}
+        >>> while hub.run_top_task("demo"):                        # TensorLayer's worker loop
+        ...     pass
+        >>> hub.task_counts("demo")["finished"]
+        3
         """
         self.queue.reap_expired()  # a crashed worker's task comes back before we look
         claim = self.queue.claim_next(runner_identity(), lease_seconds, task_name, kwargs, allow_pickle, sort)

@@ -44,8 +44,10 @@ IsReferenced = Callable[[list[ObjectId]], set[ObjectId]]
 class Record:
     """A stored dataset or model, described without loading its bytes.
 
-    >>> rec = hub.list_models(model_name="mlp")[0]                       # doctest: +SKIP
-    >>> rec.version, rec.fields["test_accuracy"], rec.load()            # doctest: +SKIP
+    >>> rec = hub.list_models(model_name="mlp")[0]          # newest first, nothing loaded yet
+    >>> rec.version, rec.fields["test_accuracy"], rec.summary
+    (2, 0.97, 'keras')
+    >>> net = rec.load()
     """
 
     id: ObjectId

@@ -303,7 +303,10 @@ class DelayProxy:
         self.host = listen_host
         self.port: int | None = None
         self._random = random.Random(seed)
-        self._lock = threading.Lock()  # rules, switches, counters: shared with the test's thread
+        # Rules, switches, counters: shared with the test's thread. Reentrant, so that a rule's
+        # ``match`` may itself switch faults on or off (say, a slow spell that starts right after
+        # a given reply); such a change applies from the next reply on.
+        self._lock = threading.RLock()
         self._rules: list[Rule] = []
         self._delay_all: float | None = None
         self._events: list[ReplyEvent] = []
@@ -409,7 +412,12 @@ class DelayProxy:
     # -- fault controls (thread-safe) ----------------------------------------------------------
     def delay_replies(self, seconds: float, match: Callable[[Command], bool] | None = None,
                       probability: float = 1.0, count: int | None = None) -> Rule:
-        """Hold back replies to requests ``match`` accepts (None: every reply) by ``seconds``."""
+        """Hold back replies to requests ``match`` accepts (None: every reply) by ``seconds``.
+
+        ``match`` sees the :class:`Command` the reply answers; it is only asked about requests
+        the proxy could read (``name`` set), and one that raises counts as "no" (see
+        :attr:`errors`). The first rule that fires decides; ``delay_all`` adds a floor.
+        """
         if seconds < 0:
             raise ValueError("seconds must not be negative")
         return self._add_rule(Rule("delay", float(seconds), match, probability, count))

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +26,8 @@ from index_coverage import (
     uncovered,
     unindexed_paths,
 )
+
+pytest_plugins = ["pytester"]  # the end-to-end tests below run pytest on a small suite
 
 
 def index(*key: tuple[str, Any], requires: frozenset[str] = frozenset()) -> IndexSpec:
@@ -321,3 +325,56 @@ def test_suggestions_follow_the_esr_rule_and_the_existing_key_order() -> None:
         (("project", 1), ("b", 1))]
     assert suggested_indexes(find({}), existing) == []
     assert suggested_indexes(find({"project": "p"}), existing) == []  # already served
+
+
+# -- the plugin end to end -----------------------------------------------------------------------
+
+INNER_SUITE = """
+import index_coverage
+from pymongo import monitoring
+
+
+def send(command):
+    # As pymongo would on a real server: the listener called from a frame of the library.
+    event = monitoring.CommandStartedEvent(command, "th_inner", 1, ("127.0.0.1", 27017), 1)
+    namespace = {"__name__": "tensorhub.inner"}
+    exec("def go(recorder, event):\\n    recorder.started(event)\\n", namespace)
+    namespace["go"](index_coverage._recorder, event)
+
+
+def test_sends():
+    send({"find": "inner_collection", "filter": {"_id": 1}})
+    send(%r)
+"""
+
+
+def _run_inner(pytester: pytest.Pytester, command: dict[str, Any], *args: str) -> pytest.RunResult:
+    # The inner pytest runs in a subprocess (the plugin's listener and state are per process).
+    pytester.makeconftest(f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+                          'pytest_plugins = ["index_coverage"]\n')
+    pytester.makepyfile(test_inner=textwrap.dedent(INNER_SUITE % (command,)))
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+
+
+def test_a_run_that_sent_an_unserved_query_fails_with_a_table(pytester: pytest.Pytester) -> None:
+    result = _run_inner(pytester, {"find": "inner_collection", "filter": {"unindexed": 1}})
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([
+        "*inner_collection*find*{unindexed: $eq}*{unindexed: 1}*unindexed*test_inner.py::test_sends*"
+        "tensorhub.inner:2 (go)*1",
+        "index coverage FAILED: 1 of 2 query shapes *",
+    ])
+
+
+def test_report_mode_keeps_the_exit_status(pytester: pytest.Pytester) -> None:
+    result = _run_inner(pytester, {"find": "inner_collection", "filter": {"unindexed": 1}},
+                        "--index-coverage=report")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["index coverage report only: 1 of 2 *"])
+
+
+def test_a_run_whose_queries_are_all_served_passes(pytester: pytest.Pytester) -> None:
+    result = _run_inner(pytester, {"count": "inner_collection"})
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["index coverage: all 2 query shapes the library sent are served *"])

@@ -249,3 +249,16 @@ def test_sort_on_time_runs_the_newest_task_first(hub):
     assert hub.run_top_task("t", sort=[("time", -1)]).id == ids[-1]
     assert hub.run_top_task("t", sort="-time").id == ids[-2]
     assert hub.run_top_task("t", sort="time").id == ids[0]
+
+
+def test_hand_backs_are_free_only_up_to_a_bound(hub):
+    task_id = hub.create_task("t", source="x = 1", max_attempts=1)
+    runner = {"id": "r", "host": "h", "pid": 1, "gpu": None}
+    for _ in range(5):  # e.g. a task that keeps making its runner stop
+        claim = hub.queue.claim_next(runner, 30)
+        assert hub.queue.begin(claim) and hub.queue.finish(claim, Outcome("handed_back", reason="SIGTERM"))
+    assert hub.get_task(task_id).status == "pending" and hub.get_task(task_id).attempts == 0
+    claim = hub.queue.claim_next(runner, 30)
+    assert hub.queue.begin(claim) and hub.queue.finish(claim, Outcome("handed_back", reason="SIGTERM"))
+    task = hub.get_task(task_id)
+    assert task.status == "failed" and task.error["type"] == "HandedBackTooOften" and task.attempts == 1

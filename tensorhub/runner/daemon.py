@@ -66,9 +66,9 @@ class Slot:
 
 
 class Runner:
-    """Claims and runs tasks until stopped.
+    """Claims and runs tasks until stopped (a daemon: it blocks, so the example is not run)::
 
-    >>> Runner(hub, RunnerConfig(gpus=["0", "1"], lease_seconds=60)).run()
+        Runner(hub, RunnerConfig(gpus=["0", "1"], lease_seconds=60)).run()
     """
 
     def __init__(self, hub: TensorHub, config: RunnerConfig | None = None) -> None:

@@ -67,7 +67,7 @@ class TaskProcess:
     """A running attempt: ``poll()`` until it exits, then ``outcome()``; ``kill()`` any time;
     ``cleanup()`` once done with it (it reaps the process and kills whatever it left behind)."""
 
-    def __init__(self, hub: "TensorHub", claim: Claim, gpu: str | None, workroot: str | None = None) -> None:
+    def __init__(self, hub: TensorHub, claim: Claim, gpu: str | None, workroot: str | None = None) -> None:
         self.claim = claim
         self.workdir = Path(tempfile.mkdtemp(prefix=f"task-{claim.task_id}-{claim.seq}-", dir=workroot))
         self.workdir.joinpath("task.bson").write_bytes(bson.encode(claim.task))

@@ -58,7 +58,7 @@ class Wakeup:
                 while not self._stopped.is_set():
                     if stream.try_next() is not None:
                         self._event.set()
-        except (PyMongoError, NotImplementedError) as err:
+        except (PyMongoError, NotImplementedError, TypeError) as err:  # mongomock has no watch()
             log.info("no change streams on this server (%s); polling every <= %.2fs",
                      str(err).splitlines()[0][:120], self._max)
         finally:

@@ -22,9 +22,13 @@ BEATS_PER_LEASE = 3
 class Attempt:
     """A claim being worked on: when to renew its lease, when to give up, how to write it back.
 
-    >>> attempt = Attempt(queue, claim)                                     # doctest: +SKIP
-    >>> if attempt.start(): ...run the code, calling attempt.beat() when attempt.beat_due()...
-    >>> attempt.write_back(Outcome("finished", result={"acc": 0.9}))       # doctest: +SKIP
+    >>> from tensorhub.tasks.claims import runner_identity
+    >>> _ = hub.create_task("a", source="acc = 0.9", saved_result_keys="acc")
+    >>> attempt = Attempt(hub.queue, hub.queue.claim_next(runner_identity(), task_name="a"))
+    >>> attempt.start()          # then run the code, calling attempt.beat() when attempt.beat_due()
+    True
+    >>> attempt.write_back(Outcome("finished", result={"acc": 0.9}))
+    True
     """
 
     def __init__(self, queue: TaskQueue, claim: Claim, clock: Callable[[], float] = time.monotonic) -> None:

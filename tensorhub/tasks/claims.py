@@ -38,6 +38,9 @@ from tensorhub.tasks.states import FAILED, PENDING, RUNNING
 CLAIM_ORDER = [(f"{HUB}.priority", DESCENDING), (f"{HUB}.created_at", ASCENDING), ("_id", ASCENDING)]
 CANDIDATES_PER_CLAIM = 8
 FAILURES_KEPT = 10
+# Hand-backs are not the task's fault and cost no attempt, up to this many: a task that keeps
+# making its runner stop (a SIGTERM to its parent, say) must not be retried forever for free.
+FREE_HAND_BACKS = 5
 # A ticket whose winner has not made its task update this long after taking it belongs to a
 # process that died in between (the update follows the insert within milliseconds).
 STALE_TICKET = dt.timedelta(seconds=30)
@@ -326,12 +329,17 @@ class ClaimBook:
             fields["blob_ids"] = _code_blob_ids(hub) + list(extra_blob_ids)
         inc: dict[str, int] = {}
         attempts = int(hub.get("attempts", 0))
+        if outcome.status == "handed_back" and int(hub.get("hand_backs", 0)) >= FREE_HAND_BACKS:
+            outcome = Outcome("failed", output=outcome.output, error={
+                "type": "HandedBackTooOften",
+                "message": f"handed back {FREE_HAND_BACKS} times without finishing; this time it counts "
+                           f"as an attempt (last reason: {outcome.reason})"})
         if outcome.status == "finished":
             target = states.FINISHED
             fields.update(result=outcome.result, error=None)
         elif outcome.status == "handed_back":
             target = PENDING  # not the task's fault: the round does not count as an attempt
-            inc["attempts"] = -1
+            inc.update(attempts=-1, hand_backs=1)
             fields.update(finished_at=None, history=states.with_history(task, states.history_entry(
                 "handed_back", attempt=attempts, runner=runner, reason=outcome.reason)))
         else:

@@ -51,9 +51,11 @@ class RunnerInfo:
 class Task(Mapping[str, Any]):
     """One task as stored, typed; also a read-only mapping of its flat field names.
 
-    >>> task = hub.get_task(task_id)                                       # doctest: +SKIP
-    >>> task.status, task.attempts, task.result, task.runner.host          # doctest: +SKIP
-    >>> task["status"], task.get("error")                                  # doctest: +SKIP
+    >>> task = hub.get_task(task_id)
+    >>> task.status, task.attempts, task.result
+    ('finished', 1, {'test_accuracy': 0.5})
+    >>> task["status"], task.get("error"), task.runner.pid > 0
+    ('finished', None, True)
     """
 
     id: ObjectId

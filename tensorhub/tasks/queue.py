@@ -51,8 +51,11 @@ NEEDS_PICKLE = f"{HUB}.needs_pickle"
 class TaskQueue:
     """The tasks of one project (claims live in ``task_claims``).
 
-    >>> queue = hub.queue                                                   # doctest: +SKIP
-    >>> claim = queue.claim_next(runner_identity(), lease_seconds=60)       # doctest: +SKIP
+    >>> from tensorhub.tasks.claims import runner_identity
+    >>> _ = hub.create_task("q", source="x = 1")
+    >>> claim = hub.queue.claim_next(runner_identity(), lease_seconds=60, task_name="q")
+    >>> claim.attempt, hub.queue.begin(claim), hub.queue.heartbeat(claim)
+    (1, True, True)
     """
 
     def __init__(self, db: Database, blobs: BlobStore, project: Project) -> None:
