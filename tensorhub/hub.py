@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
 from tensorhub import defaults
@@ -21,8 +22,13 @@ from tensorhub.blobs import BlobStore
 from tensorhub.connection import Connection, build_uri, connect
 from tensorhub.errors import InvalidArgument
 from tensorhub.logs import LogStore
-from tensorhub.project import Project
+from tensorhub.fields import HUB
+from tensorhub.project import PROJECT_FIELD, Project
 from tensorhub.records import Record, RecordStore, attach_record
+from tensorhub.runs import analysis
+from tensorhub.runs.current import active_run
+from tensorhub.runs.run import Run
+from tensorhub.runs.store import RunStore
 from tensorhub.tasks import local, search
 from tensorhub.tasks.claims import runner_identity
 from tensorhub.tasks.model import Task
@@ -82,7 +88,13 @@ class TensorHub:
         self._models = RecordStore(self.db["models"], self._blobs, project, "model_name",
                                    self._referenced, dedupe=False)
         self._logs = LogStore(self.db, project)
-        self.queue = TaskQueue(self.db, self._blobs, project)
+        self._runs = RunStore(self.db, project)
+        by_epoch = [(f"{HUB}.epoch", DESCENDING), ("_id", DESCENDING)]
+        self._checkpoints = RecordStore(
+            self.db["checkpoints"], self._blobs, project, "run_name", self._referenced, dedupe=True,
+            indexes=[[(PROJECT_FIELD, ASCENDING), (f"{HUB}.task_id", ASCENDING), *by_epoch],
+                     [(PROJECT_FIELD, ASCENDING), (f"{HUB}.run_id", ASCENDING), *by_epoch]])
+        self.queue = TaskQueue(self.db, self._blobs, project, self._runs.open_attempt, self._runs.close_attempt)
         """The task queue, for runners and tools: ``claim_next``, ``begin``, ``heartbeat``, ``finish``."""
         self._ensure_indexes()
 
@@ -91,14 +103,15 @@ class TensorHub:
         with _indexed_lock:
             if key in _indexed:
                 return
-            for store in (self._blobs, self._datasets, self._models, self._logs, self.queue):
+            for store in (self._blobs, self._datasets, self._models, self._logs, self.queue, self._runs,
+                          self._checkpoints):
                 store.ensure_indexes()
             _indexed.add(key)
 
     def _referenced(self, blob_ids: list[ObjectId]) -> set[ObjectId]:
         """Which of ``blob_ids`` any document still references (so they must be kept)."""
         found: set[ObjectId] = set()
-        for store in (self._datasets, self._models, self.queue):
+        for store in (self._datasets, self._models, self._checkpoints, self.queue):
             found |= store.referenced(blob_ids)
         return found
 
@@ -159,12 +172,19 @@ class TensorHub:
         >>> newest = hub.find_top_dataset("mnist", sort=[("time", -1)])
         """
         record = self._datasets.find_top(dataset_name, sort, **kwargs)
-        return None if record is None else record.load(allow_pickle)
+        if record is None:
+            return None
+        loaded = record.load(allow_pickle)
+        self._note_datasets([record])
+        return loaded
 
     def find_datasets(self, dataset_name: str | None = None, allow_pickle: bool = False, sort: Any = None,
                       **kwargs: Any) -> list[Any]:
         """All matching datasets, loaded, newest first (use :meth:`list_datasets` to skip loading)."""
-        return [record.load(allow_pickle) for record in self._datasets.find(dataset_name, sort, 0, **kwargs)]
+        records = self._datasets.find(dataset_name, sort, 0, **kwargs)
+        loaded = [record.load(allow_pickle) for record in records]
+        self._note_datasets(records)
+        return loaded
 
     def list_datasets(self, dataset_name: str | None = None, sort: Any = None, **kwargs: Any) -> list[Record]:
         """Matching dataset records (name, version, fields, size) without reading any bytes."""
@@ -189,7 +209,16 @@ class TensorHub:
         >>> record.fields["name"], record.fields["test_accuracy"]
         ('second_model', 0.97)
         """
-        return self._models.save(network, model_name, allow_pickle, **kwargs)
+        run = self._active_run()
+        if run is None:
+            return self._models.save(network, model_name, allow_pickle, None, **kwargs)
+        doc = self._runs.get(run)
+        saved_by = {"run_id": run, "run_name": doc["run_name"], "task_id": doc.get("task_id"),
+                    "epoch": doc.get("epochs_done", 0)}
+        record = self._models.save(network, model_name, allow_pickle, {"run": saved_by}, **kwargs)
+        self._runs.record_model(run, {"model_name": record.name, "version": record.version, "id": record.id,
+                                      "epoch": saved_by["epoch"]})
+        return record
 
     def find_top_model(self, sort: Any = None, model_name: str | None = "model", allow_pickle: bool = False,
                        sess: Any = None, **kwargs: Any) -> Any:
@@ -213,6 +242,107 @@ class TensorHub:
     def delete_model(self, model_name: str | None = None, **kwargs: Any) -> int:
         """Delete matching models and their bytes; returns how many went."""
         return self._models.delete(model_name, **kwargs)
+
+    # -- runs --------------------------------------------------------------------------------
+    def start_run(self, run_name: str, hyper_parameters: Mapping[str, Any] | None = None,
+                  parent: Run | ObjectId | str | None = None, **kwargs: Any) -> Run:
+        """Open a run for a notebook or script; use it with ``with`` so it is closed for you.
+
+        ``parent`` continues an earlier run (``run.resume()`` then finds its checkpoints).
+
+        >>> with hub.start_run("mlp-sweep", hyper_parameters={"n_units": 800}) as run:
+        ...     run.log_epoch(1, loss=0.5)
+        >>> hub.get_run(run.id).status
+        'finished'
+        """
+        parent_id = parent.id if isinstance(parent, Run) else None if parent is None else self._runs.get(parent)["_id"]
+        doc = self._runs.create(run_name, hyper_parameters, parent_run_id=parent_id, fields=kwargs)
+        return self._run(doc)
+
+    def get_run(self, run_id: ObjectId | str) -> Run:
+        """One run by id (:class:`~tensorhub.errors.NotFound` if there is none)."""
+        return self._run(self._runs.get(run_id))
+
+    def list_runs(self, task_name: str | None = None, sort: Any = None, as_frame: bool = False,
+                  **filters: Any) -> Any:
+        """Runs (newest first), as :class:`Run` objects or, with ``as_frame=True``, a DataFrame with
+        hyperparameters as ``hp.<name>`` columns and each metric's last and best values.
+
+        >>> len(hub.list_runs("mnist")) >= 1
+        True
+        """
+        docs = self._runs.find(None, task_name, sort, 0, **filters)
+        return analysis.runs_frame(docs) if as_frame else [self._run(doc) for doc in docs]
+
+    def lineage(self, record: Record | Any) -> dict[str, Any]:
+        """Where a model came from: its run, hyperparameters, epoch, dataset versions, task, ancestry.
+
+        Accepts a model record or a loaded model (``net.hub_record``).
+        """
+        record = getattr(record, "hub_record", record)
+        return analysis.lineage(self._runs, record.document)
+
+    def get_current_epoch(self, model_or_run: Any) -> int:
+        """Epochs done by a run, or by the run that saved a model (scalarstop's get_current_epoch)."""
+        if isinstance(model_or_run, Run):
+            return model_or_run.refresh().epochs_done
+        record = getattr(model_or_run, "hub_record", model_or_run)
+        if isinstance(record, Record):
+            saved_by = record.document[HUB].get("run") or {}
+            return int(saved_by.get("epoch") or 0)
+        return int(self._runs.get(model_or_run).get("epochs_done") or 0)
+
+    def list_model_epochs(self, task_name: str | None = None, run_ids: Iterable[Any] | None = None,
+                          **filters: Any) -> Any:
+        """Every epoch of the selected runs as rows: run_id, run_name, epoch, metrics, ``hp.*``."""
+        docs = self._select_runs(task_name, run_ids, filters)
+        return analysis.epochs_frame(self._runs, docs)
+
+    def list_models_grouped_by_epoch_metric(self, metric_name: str, metric_direction: str = "max",
+                                            task_name: str | None = None, **filters: Any) -> Any:
+        """One row per run with its best epoch by ``metric_name`` (``"max"`` or ``"min"``), best first."""
+        docs = self._runs.find(None, task_name, None, 0, **filters)
+        return analysis.grouped_by_epoch_metric(docs, metric_name, metric_direction)
+
+    def get_best_model(self, metric_name: str, metric_direction: str = "max", task_name: str | None = None,
+                       load: bool = False, allow_pickle: bool = False, **filters: Any) -> Any:
+        """The best run by its best epoch's ``metric_name``: run, epoch, metrics, hyperparameters, and
+        with ``load=True`` the model (its checkpoint at that epoch when there is one). None if no run."""
+        docs = self._runs.find(None, task_name, None, 0, **filters)
+        return analysis.best_model(self._runs, self._checkpoints, self._models, docs, metric_name,
+                                   metric_direction, load, allow_pickle)
+
+    def metrics_df(self, task_name: str | None = None, **filters: Any) -> Any:
+        """Per run and split (train / validation / test) its final metrics, with ``repeat`` and ``hp.*``."""
+        return analysis.metrics_frame(self._runs, self.queue, self._runs.find(None, task_name, None, 0, **filters))
+
+    def metrics_aggregate_df(self, task_name: str | None = None, **filters: Any) -> Any:
+        """Mean, median, std, min and max of each metric across the repeats of each combination."""
+        return analysis.aggregate(self.metrics_df(task_name, **filters))
+
+    def _run(self, doc: dict[str, Any]) -> Run:
+        return Run(self._runs, doc, self._checkpoints, self._tables())
+
+    def _tables(self) -> Any:
+        return None
+
+    def _select_runs(self, task_name: str | None, run_ids: Iterable[Any] | None,
+                     filters: dict[str, Any]) -> list[dict[str, Any]]:
+        if run_ids is not None:
+            filters = {**filters, "_id": {"$in": [self._runs.get(r)["_id"] for r in run_ids]}}
+        return self._runs.find(None, task_name, None, 0, **filters)
+
+    def _active_run(self) -> ObjectId | None:
+        ref = active_run()
+        if ref is None or ref.project != self.project_name:
+            return None
+        return ObjectId(ref.run_id)
+
+    def _note_datasets(self, records: list[Record]) -> None:
+        run = self._active_run()
+        for record in records if run is not None else []:
+            self._runs.record_dataset(run, {"dataset_name": record.name, "version": record.version,
+                                            "sha256": record.sha256, "id": record.id})
 
     # -- logs and metrics ----------------------------------------------------------------------
     def save_training_log(self, **kwargs: Any) -> ObjectId:
@@ -278,16 +408,19 @@ class TensorHub:
 
     def create_grid_tasks(self, task_name: str, script: str | os.PathLike[str] | None = None,
                           grid: Mapping[str, Sequence[Any]] | None = None,
-                          hyper_parameters: Mapping[str, Any] | None = None, **kwargs: Any) -> list[ObjectId]:
-        """One task per combination of ``grid`` (merged over fixed ``hyper_parameters``).
+                          hyper_parameters: Mapping[str, Any] | None = None, repeat: int = 1,
+                          **kwargs: Any) -> list[ObjectId]:
+        """One task per combination of ``grid`` (merged over fixed ``hyper_parameters``); ``repeat=3``
+        queues each combination three times (field ``repeat`` = 0, 1, 2), as AIQC's repeats.
 
         >>> ids = hub.create_grid_tasks("sweep", "train.py", grid={"n_units": [200, 800], "lr": [0.1, 0.01]},
         ...                             saved_result_keys=["test_accuracy"])
         >>> len(ids)
         4
         """
-        return [self.create_task(task_name, script, {**_mapping(hyper_parameters), **combo}, **kwargs)
-                for combo in search.grid(grid or {})]
+        return [self.create_task(task_name, script, {**_mapping(hyper_parameters), **combo}, **kwargs,
+                                 **({"repeat": r} if repeat > 1 else {}))
+                for combo in search.grid(grid or {}) for r in range(_repeats(repeat))]
 
     def create_random_tasks(self, task_name: str, script: str | os.PathLike[str] | None = None,
                             grid: Mapping[str, Sequence[Any]] | None = None, n: int | None = None,
@@ -402,6 +535,12 @@ def _tensorlayer_positional(values: list[Any], keywords: dict[str, Any]) -> dict
                                   "ip='localhost', port=27017, dbname='temp', project_name='tutorial')")
         named.setdefault(key, value)
     return named  # every name present: the keywords filled what was not given by position
+
+
+def _repeats(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgument(f"repeat must be a positive integer, got {value!r}")
+    return value
 
 
 def _mapping(value: Any) -> dict[str, Any]:

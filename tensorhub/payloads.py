@@ -47,28 +47,38 @@ class HashSink:
         self.ref = BlobRef(None, self.size, self._hash.hexdigest(), "")  # type: ignore[arg-type]  # never stored
 
 
-def encode(obj: Any, open_sink: OpenSink, allow_pickle: bool, path: str = "payload") -> dict[str, Any]:
-    """Encode ``obj`` into a tree document, streaming every leaf through ``open_sink``."""
+def encode(obj: Any, open_sink: OpenSink, allow_pickle: bool, path: str = "payload",
+           hashing: bool = False) -> dict[str, Any]:
+    """Encode ``obj`` into a tree document, streaming every leaf through ``open_sink``.
+
+    With ``hashing``, leaves whose codec has a fingerprint are not encoded at all.
+    """
     if isinstance(obj, INLINE_TYPES):
         return {"type": "value", "value": to_bson_value(obj, path)}
     if isinstance(obj, (tuple, list)):
         return {"type": type(obj).__name__,
-                "items": [encode(v, open_sink, allow_pickle, f"{path}[{i}]") for i, v in enumerate(obj)]}
+                "items": [encode(v, open_sink, allow_pickle, f"{path}[{i}]", hashing) for i, v in enumerate(obj)]}
     if type(obj) is dict and all(isinstance(k, str) for k in obj):
         return {"type": "dict", "entries": [
-            {"key": k, "value": encode(v, open_sink, allow_pickle, f"{path}[{k!r}]")} for k, v in obj.items()]}
+            {"key": k, "value": encode(v, open_sink, allow_pickle, f"{path}[{k!r}]", hashing)}
+            for k, v in obj.items()]}
     codec = codec_for(obj, allow_pickle)
     if codec is None:
         raise PickleNotAllowed(
             f"{path}: a {type(obj).__module__}.{type(obj).__qualname__} has no safe format "
             "(numpy arrays, DataFrames, Keras models, and lists/tuples/dicts of them do); "
             "pass allow_pickle=True to store it with dill")
+    fingerprint = codec.fingerprint(obj)
+    if hashing and fingerprint is not None:
+        return {"type": "blob", "codec": codec.name, "fingerprint": fingerprint, "blob": {}}
     with open_sink(path, codec.file_format) as sink:
         info = codec.encode(obj, sink, allow_pickle)
     node = {"type": "blob", "codec": codec.name, "schema": codec.schema, "info": _storable(info),
             "blob": sink.ref.to_doc()}
     if codec.needs_pickle or info.get("unsafe"):
         node["unsafe"] = True  # loading it can run code: only with allow_pickle
+    if fingerprint is not None:
+        node["fingerprint"] = fingerprint
     return node
 
 
@@ -117,7 +127,7 @@ def content_hash(node: dict[str, Any]) -> str:
     """sha256 of a tree's shape, inline values and blob hashes: equal content, equal hash."""
     def strip(n: dict[str, Any]) -> Any:
         if n["type"] == "blob":
-            return ["blob", n["codec"], n["blob"]["sha256"]]
+            return ["blob", n["codec"], n.get("fingerprint") or n["blob"]["sha256"]]
         if n["type"] == "value":
             return ["value", repr(n["value"])]
         if n["type"] == "dict":
@@ -159,4 +169,4 @@ def encode_to_blobs(obj: Any, blobs: BlobStore, allow_pickle: bool, **metadata: 
 
 def hash_only(obj: Any, allow_pickle: bool) -> str:
     """The content hash :func:`content_hash` would give after storing ``obj``, without storing."""
-    return content_hash(encode(obj, lambda path, fmt: HashSink(), allow_pickle))
+    return content_hash(encode(obj, lambda path, fmt: HashSink(), allow_pickle, hashing=True))

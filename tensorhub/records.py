@@ -74,8 +74,10 @@ class RecordStore:
     """One collection of named, versioned records of one project."""
 
     def __init__(self, collection: Collection, blobs: BlobStore, project: Project, name_field: str,
-                 is_referenced: IsReferenced, *, dedupe: bool) -> None:
+                 is_referenced: IsReferenced, *, dedupe: bool,
+                 indexes: Sequence[list[tuple[str, int]]] = ()) -> None:
         self.collection = collection
+        self.indexes = list(indexes)          # more indexes for the queries a caller makes
         self.blobs = blobs
         self.project = project
         self.name_field = name_field          # "dataset_name" / "model_name", as in TensorLayer
@@ -94,6 +96,8 @@ class RecordStore:
         c.create_index([(f"{HUB}.blob_ids", ASCENDING)])
         if self.dedupe:
             c.create_index([(PROJECT_FIELD, ASCENDING), (f"{HUB}.sha256", ASCENDING)])
+        for keys in self.indexes:
+            c.create_index(keys)
 
     # -- writing -------------------------------------------------------------------------------
     def save(self, obj: Any, name: str, allow_pickle: bool = False, extra: dict[str, Any] | None = None,

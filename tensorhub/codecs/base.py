@@ -33,6 +33,11 @@ class Codec:
     def decode(self, src: BinaryIO, info: dict[str, Any]) -> Any:
         raise NotImplementedError
 
+    def fingerprint(self, obj: Any) -> str | None:
+        """A content hash for formats whose bytes differ between saves of the same content
+        (archives with timestamps); None means the stream's sha256 is the content hash."""
+        return None
+
 
 _codecs: list[Codec] = []
 

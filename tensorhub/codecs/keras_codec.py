@@ -14,12 +14,15 @@ loads one, so the hub works (and imports fast) without it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import sys
 import tempfile
 from typing import Any, BinaryIO
+
+import numpy as np
 
 from tensorhub.codecs.base import Codec, register
 from tensorhub.errors import CodecError, PickleNotAllowed
@@ -102,6 +105,18 @@ class KerasCodec(Codec):
         if len(config) <= ARCHITECTURE_LIMIT:
             info["architecture"] = json.loads(config)
         return info
+
+    def fingerprint(self, obj: Any) -> str | None:
+        """sha256 of the architecture, the weights and the optimizer's state: what a checkpoint is.
+
+        Keras archives carry a save date, so their bytes differ between saves of the same model.
+        """
+        digest = hashlib.sha256(obj.to_json().encode())
+        optimizer = getattr(obj, "optimizer", None)
+        variables = list(obj.weights) + list(getattr(optimizer, "variables", []) or [])
+        for variable in variables:
+            digest.update(np.ascontiguousarray(np.asarray(variable)).tobytes())
+        return digest.hexdigest()
 
     def decode(self, src: BinaryIO, info: dict[str, Any]) -> Any:
         keras = _keras()

@@ -123,14 +123,18 @@ def exit_like(returncode: int) -> None:
 
 def run_task(folder: Path) -> int:
     """Run the task in this process and write ``outcome.bson``; 0 if it succeeded."""
-    from tensorhub.tasks.context import TaskContext, set_current
+    from tensorhub.runs.current import RunRef, activate
+    from tensorhub.tasks.context import ENV_RUN, TaskContext, set_current
     from tensorhub.tasks.execute import describe_error, run_code
 
     task = bson.decode(folder.joinpath("task.bson").read_bytes())
     function_file = folder / "function.dill"
     function_bytes = function_file.read_bytes() if function_file.exists() else None
+    run_id = os.environ.get(ENV_RUN) or None
     set_current(TaskContext(str(task["_id"]), int(task["_hub"].get("attempts", 0)),
-                            dict(task.get("hyper_parameters") or {}), open_hub_from_environment))
+                            dict(task.get("hyper_parameters") or {}), open_hub_from_environment, run_id))
+    if run_id is not None:  # lineage: what the task's code reads and saves is recorded on its run
+        activate(RunRef(run_id, task["_hub"].get("project")))
     try:
         outcome = {"ok": True, "result": run_code(task, function_bytes)}
     except Exception as err:

@@ -40,7 +40,7 @@ import bson
 from tensorhub.runner import descendants
 from tensorhub.runner.child import ENV_PARENT
 from tensorhub.tasks.claims import Claim, Outcome
-from tensorhub.tasks.context import ENV_ATTEMPT, ENV_PROJECT, ENV_TASK, ENV_URI
+from tensorhub.tasks.context import ENV_ATTEMPT, ENV_PROJECT, ENV_RUN, ENV_TASK, ENV_URI
 
 if TYPE_CHECKING:
     from tensorhub.hub import TensorHub
@@ -78,6 +78,7 @@ class TaskProcess:
         # the project None (TensorLayer's default) travels as the empty string.
         env = {**os.environ, ENV_URI: hub.connection_uri(), ENV_PROJECT: hub.project_name or "",
                ENV_TASK: str(claim.task_id), ENV_ATTEMPT: str(claim.attempt), ENV_PARENT: str(os.getpid()),
+               ENV_RUN: "" if claim.run_id is None else str(claim.run_id),
                "PYTHONUNBUFFERED": "1"}
         # The child imports the very tensorhub this runner runs, installed or not.
         package_root = str(Path(__file__).resolve().parents[2])

@@ -15,6 +15,7 @@ a lease that expires before its runner ever started the code is a lost round, no
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import socket
 import time
@@ -45,6 +46,9 @@ FREE_HAND_BACKS = 5
 # process that died in between (the update follows the insert within milliseconds).
 STALE_TICKET = dt.timedelta(seconds=30)
 T = TypeVar("T")
+log = logging.getLogger("tensorhub.tasks")
+# Told when an attempt ends: (task id, round, "finished"|"failed"|"handed_back"|"cancelled", error).
+OnEnd = Callable[[ObjectId, int, str, "dict[str, Any] | None"], None]
 
 
 @dataclass
@@ -56,6 +60,7 @@ class Claim:
     token: str
     runner: dict[str, Any]
     lease_seconds: float
+    run_id: ObjectId | None = None    # the attempt's run, once it started
 
     @property
     def task_id(self) -> ObjectId:
@@ -122,10 +127,19 @@ def retrying(call: Callable[[], T], deadline: float) -> T:
 class ClaimBook:
     """Claims, leases and attempt endings for the tasks of one project."""
 
-    def __init__(self, tasks: Collection, claims: Collection, project: Project) -> None:
+    def __init__(self, tasks: Collection, claims: Collection, project: Project, on_end: OnEnd | None = None) -> None:
         self._tasks = tasks
         self._claims = claims
         self.project = project
+        self._on_end = on_end
+
+    def _ended(self, task_id: ObjectId, seq: int, outcome: str, error: dict[str, Any] | None) -> None:
+        if self._on_end is None:
+            return
+        try:
+            self._on_end(task_id, seq, outcome, error)
+        except Exception:  # the attempt's end is written; its run's status is a courtesy
+            log.warning("could not close the run of task %s round %d", task_id, seq, exc_info=True)
 
     def ensure_indexes(self) -> None:
         self._claims.create_index([("task_id", ASCENDING)])
@@ -351,7 +365,10 @@ class ClaimBook:
         guard: dict[str, Any] = {"seq": seq}
         if token is not None:
             guard["lease.token"] = token
-        return states.transition(self._tasks, task["_id"], RUNNING, target, guard, fields, inc or None)
+        ended = states.transition(self._tasks, task["_id"], RUNNING, target, guard, fields, inc or None)
+        if ended:
+            self._ended(task["_id"], seq, outcome.status, outcome.error)
+        return ended
 
     def cancel_running(self, task: dict[str, Any]) -> bool:
         """End a running attempt as cancelled; its runner sees the ended lease and kills the process."""
@@ -362,8 +379,11 @@ class ClaimBook:
         return self._mark_cancelled(task["_id"], seq)
 
     def _mark_cancelled(self, task_id: ObjectId, seq: int) -> bool:
-        return states.transition(self._tasks, task_id, RUNNING, states.CANCELLED, {"seq": seq},
-                                 {"finished_at": utcnow(), "lease": None})
+        ended = states.transition(self._tasks, task_id, RUNNING, states.CANCELLED, {"seq": seq},
+                                  {"finished_at": utcnow(), "lease": None})
+        if ended:
+            self._ended(task_id, seq, "cancelled", None)
+        return ended
 
     def cancel_pending(self, task: dict[str, Any]) -> bool:
         """Cancel a task nobody has claimed, by taking its next claim ticket ourselves."""

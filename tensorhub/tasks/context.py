@@ -17,8 +17,8 @@ from typing import Any
 
 from tensorhub.errors import TaskError
 
-ENV_URI, ENV_PROJECT, ENV_TASK, ENV_ATTEMPT = ("TENSORHUB_URI", "TENSORHUB_PROJECT",
-                                               "TENSORHUB_TASK_ID", "TENSORHUB_ATTEMPT")
+ENV_URI, ENV_PROJECT, ENV_TASK, ENV_ATTEMPT, ENV_RUN = (
+    "TENSORHUB_URI", "TENSORHUB_PROJECT", "TENSORHUB_TASK_ID", "TENSORHUB_ATTEMPT", "TENSORHUB_RUN_ID")
 
 
 @dataclass
@@ -32,7 +32,9 @@ class TaskContext:
     attempt: int
     hyper_parameters: dict[str, Any]
     open_hub: Callable[[], Any] | None = field(default=None, repr=False)
+    run_id: str | None = None
     _hub: Any = field(default=None, repr=False)
+    _run: Any = field(default=None, repr=False)
 
     @property
     def hub(self) -> Any:
@@ -42,6 +44,15 @@ class TaskContext:
                 raise TaskError("this task context has no hub to open")
             self._hub = self.open_hub()
         return self._hub
+
+    @property
+    def run(self) -> Any:
+        """This attempt's run (``log_epoch``, ``checkpoint``, ``resume``...), opened on first use."""
+        if self._run is None:
+            if self.run_id is None:
+                raise TaskError("this task attempt has no run")
+            self._run = self.hub.get_run(self.run_id)
+        return self._run
 
     def report(self, step: int | None = None, epoch: int | None = None, **metrics: Any) -> None:
         """Record progress metrics for this task (run name = the task id)."""

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tensorhub.fields import HUB
+from tensorhub.runs.current import RunRef, activate, deactivate
 from tensorhub.tasks.attempt import Attempt
 from tensorhub.tasks.claims import Claim, Outcome
 from tensorhub.tasks.context import TaskContext, reset_current, set_current
@@ -47,7 +48,9 @@ def run_claim(queue: TaskQueue, claim: Claim, open_hub: Callable[[], Any]) -> Ta
     keeper = _LeaseKeeper(attempt)
     keeper.start()
     params = dict(claim.task.get("hyper_parameters") or {})
-    token = set_current(TaskContext(str(claim.task_id), claim.attempt, params, open_hub))
+    run_id = None if claim.run_id is None else str(claim.run_id)
+    token = set_current(TaskContext(str(claim.task_id), claim.attempt, params, open_hub, run_id))
+    run_token = activate(None if run_id is None else RunRef(run_id, claim.task[HUB].get("project")))
     try:
         outcome = Outcome("finished", result=run_code(claim.task, queue.function_bytes(claim)))
     except Exception as err:
@@ -56,6 +59,7 @@ def run_claim(queue: TaskQueue, claim: Claim, open_hub: Callable[[], Any]) -> Ta
         attempt.write_back(Outcome("handed_back", reason="interrupted in run_top_task (Ctrl-C or exit)"))
         raise
     finally:
+        deactivate(run_token)
         reset_current(token)
         keeper.stopped.set()
         keeper.join()

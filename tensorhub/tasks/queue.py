@@ -32,7 +32,7 @@ from tensorhub.fields import (
 )
 from tensorhub.project import PROJECT_FIELD, Project
 from tensorhub.tasks import states
-from tensorhub.tasks.claims import Claim, ClaimBook, ClaimInDoubt, Outcome
+from tensorhub.tasks.claims import Claim, ClaimBook, ClaimInDoubt, OnEnd, Outcome
 from tensorhub.tasks.model import Task
 from tensorhub.tasks.states import ACTIVE, CANCELLED, DONE, FAILED, FINISHED, PENDING, RUNNING
 
@@ -46,6 +46,8 @@ SUMMARY_PROJECTION = {f"{HUB}.code.source": 0}
 OLDEST_FIRST = [(f"{HUB}.created_at", ASCENDING), ("_id", ASCENDING)]
 OUTPUT_LOG_LIMIT = 32 * 1024 * 1024  # a chatty task must not stall its runner's loop on upload
 NEEDS_PICKLE = f"{HUB}.needs_pickle"
+# Told when an attempt starts: (task document, round, runner) -> the id of the attempt's run.
+OnStart = Callable[[dict[str, Any], int, dict[str, Any]], Any]
 
 
 class TaskQueue:
@@ -58,11 +60,15 @@ class TaskQueue:
     (1, True, True)
     """
 
-    def __init__(self, db: Database, blobs: BlobStore, project: Project) -> None:
+    def __init__(self, db: Database, blobs: BlobStore, project: Project,
+                 on_start: OnStart | None = None, on_end: OnEnd | None = None) -> None:
+        """``on_start``/``on_end`` are told when an attempt starts and ends (the facade opens and
+        closes the attempt's run with them; this package knows nothing of runs)."""
         self._tasks = db["tasks"]
         self._blobs = blobs
         self.project = project
-        self._book = ClaimBook(self._tasks, db["task_claims"], project)
+        self._on_start = on_start
+        self._book = ClaimBook(self._tasks, db["task_claims"], project, on_end)
 
     def ensure_indexes(self) -> None:
         c, p = self._tasks, PROJECT_FIELD
@@ -299,7 +305,10 @@ class TaskQueue:
 
     def begin(self, claim: Claim) -> bool:
         """Mark the claimed attempt as started, just before its code runs; False if it was lost."""
-        return self._book.begin(claim)
+        started = self._book.begin(claim)
+        if started and self._on_start is not None:
+            claim.run_id = self._on_start(claim.task, claim.seq, claim.runner)
+        return started
 
     def heartbeat(self, claim: Claim) -> bool:
         """Renew the claim's lease; False once the attempt was ended elsewhere (stop the code)."""
