@@ -511,8 +511,10 @@ def uncovered(seen: Mapping[QueryShape, Sighting],
 
 def suggested_indexes(shape: QueryShape, indexes: Sequence[IndexSpec]) -> list[IndexSpec]:
     """Indexes by the ESR rule that would serve the parts of ``shape`` that ``indexes`` do not
-    (one per unserved $or branch). Equality paths are ordered as the existing indexes order
-    them (a path that leads an index leads here too), then by name."""
+    (one per unserved $or branch). Equality paths start in the order of the existing index that
+    leads with the most of them (so the suggestion often just extends that index), the rest
+    follow in the order the existing indexes give them (a path that leads an index leads here
+    too), then by name."""
     rank: dict[str, int] = {}
     for spec in indexes:
         for position, (path, _) in enumerate(spec.key):
@@ -520,6 +522,18 @@ def suggested_indexes(shape: QueryShape, indexes: Sequence[IndexSpec]) -> list[I
 
     def order(path: str) -> tuple[int, str]:
         return rank.get(path, len(rank) + 1_000), path
+
+    def equality_order(equality: frozenset[str]) -> list[str]:
+        leads: list[str] = []
+        for spec in indexes:
+            run: list[str] = []
+            for path, _ in spec.key:
+                if path not in equality:
+                    break
+                run.append(path)
+            if len(run) > len(leads):
+                leads = run
+        return leads + sorted(equality - set(leads), key=order)
 
     if shape.unfiltered:
         return []  # nothing to index: the query itself needs a filter
@@ -530,7 +544,7 @@ def suggested_indexes(shape: QueryShape, indexes: Sequence[IndexSpec]) -> list[I
         if "_id" in equality or any(index_serves(spec, equality, sort, ranges) for spec in indexes):
             continue
         kept_sort = tuple((path, direction) for path, direction in sort if path not in equality)
-        key = [(path, 1) for path in sorted(equality, key=order)] + list(kept_sort)
+        key = [(path, 1) for path in equality_order(equality)] + list(kept_sort)
         key += [(path, 1) for path in sorted(ranges - equality - {p for p, _ in kept_sort}, key=order)]
         spec = IndexSpec("suggested", tuple(key))
         if spec not in suggestions:
@@ -638,7 +652,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     write = terminalreporter.write_line
     if result.checked == 0:
-        write("index coverage: no library queries reached a real server (mongomock only?); nothing checked")
+        write("index coverage: no library query reached a real server in this run (mongomock only?); nothing checked")
         return
     terminalreporter.section("index coverage")
     if result.error:

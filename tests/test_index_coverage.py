@@ -324,6 +324,11 @@ def test_suggestions_follow_the_esr_rule_and_the_existing_key_order() -> None:
     assert [s.key for s in suggested_indexes(branches, [ID_INDEX, index(("project", 1), ("a", 1))])] == [
         (("project", 1), ("b", 1))]
     assert suggested_indexes(find({}), existing) == []
+    # An index that leads with the equality paths is extended rather than reordered.
+    claims = [ID_INDEX, index(("project", 1), ("name", 1), ("status", 1), ("priority", -1))]
+    [extended] = suggested_indexes(find({"status": "s", "name": "n", "project": "p"},
+                                        [("priority", -1), ("_id", -1)]), claims)
+    assert extended.key == (("project", 1), ("name", 1), ("status", 1), ("priority", -1), ("_id", -1))
     assert suggested_indexes(find({"project": "p"}), existing) == []  # already served
 
 

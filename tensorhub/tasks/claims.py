@@ -365,10 +365,10 @@ class ClaimBook:
         guard: dict[str, Any] = {"seq": seq}
         if token is not None:
             guard["lease.token"] = token
-        ended = states.transition(self._tasks, task["_id"], RUNNING, target, guard, fields, inc or None)
-        if ended:
-            self._ended(task["_id"], seq, outcome.status, outcome.error)
-        return ended
+        # The end ticket makes us the only party ending this attempt: close its run first, so a
+        # reader who sees the task ended also sees its run ended.
+        self._ended(task["_id"], seq, outcome.status, outcome.error)
+        return states.transition(self._tasks, task["_id"], RUNNING, target, guard, fields, inc or None)
 
     def cancel_running(self, task: dict[str, Any]) -> bool:
         """End a running attempt as cancelled; its runner sees the ended lease and kills the process."""
@@ -379,11 +379,9 @@ class ClaimBook:
         return self._mark_cancelled(task["_id"], seq)
 
     def _mark_cancelled(self, task_id: ObjectId, seq: int) -> bool:
-        ended = states.transition(self._tasks, task_id, RUNNING, states.CANCELLED, {"seq": seq},
-                                  {"finished_at": utcnow(), "lease": None})
-        if ended:
-            self._ended(task_id, seq, "cancelled", None)
-        return ended
+        self._ended(task_id, seq, "cancelled", None)  # the run first, as in _end
+        return states.transition(self._tasks, task_id, RUNNING, states.CANCELLED, {"seq": seq},
+                                 {"finished_at": utcnow(), "lease": None})
 
     def cancel_pending(self, task: dict[str, Any]) -> bool:
         """Cancel a task nobody has claimed, by taking its next claim ticket ourselves."""
