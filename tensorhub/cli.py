@@ -166,6 +166,45 @@ for _kind in ("models", "datasets"):
     main.command(_kind)(_record_list(_kind))
 
 
+@main.command("runs")
+@uri_option
+@project_option
+@click.option("--task-name", default=None, help="Only runs of this task.")
+@click.option("--status", default=None, help="Only runs in this status (running, finished, failed, lost...).")
+@click.option("--limit", default=50, show_default=True, help="Newest runs first; at most this many.")
+@reports_errors
+def runs(uri: str, project: str, task_name: str | None, status: str | None, limit: int) -> None:
+    """List runs (newest first): status, attempt, epochs, last metrics, hyperparameters."""
+    query = {"status": status} if status else {}
+    frame = _hub(uri, project).list_runs(task_name, as_frame=True, **query).head(limit)
+    if frame.empty:
+        click.echo("no runs")
+        return
+    shown = [c for c in frame.columns if c not in ("task_id", "parent_run_id", "ended_at", "task_name")]
+    click.echo(frame[shown].to_string(index=False))
+
+
+@main.command("best")
+@uri_option
+@project_option
+@click.option("--metric", required=True, help="The epoch metric to rank by, e.g. val_accuracy.")
+@click.option("--max/--min", "maximize", default=True, show_default=True, help="Higher is better, or lower.")
+@click.option("--task-name", default=None)
+@reports_errors
+def best(uri: str, project: str, metric: str, maximize: bool, task_name: str | None) -> None:
+    """Print the best run by its best epoch's METRIC, with that epoch's metrics and hyperparameters."""
+    found = _hub(uri, project).get_best_model(metric, "max" if maximize else "min", task_name)
+    if found is None:
+        raise click.ClickException(f"no run logged {metric!r}")
+    click.echo(f"run {found.run_id} ({found.run_name}): {metric}={found.value} at epoch {found.epoch}")
+    for name, value in sorted(found.metrics.items()):
+        click.echo(f"  {name} = {value}")
+    for name, value in sorted(found.hyper_parameters.items()):
+        click.echo(f"  hp.{name} = {value}")
+    if found.record is not None:
+        click.echo(f"  model: {found.record.name} v{found.record.version} ({found.record.id})")
+
+
 @main.command("orphans")
 @uri_option
 @project_option

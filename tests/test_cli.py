@@ -37,3 +37,25 @@ def test_errors_are_one_line_and_runner_refuses_the_embedded_store():
     assert failed.exit_code == 1 and "ConnectionFailed" in failed.output and "secret" not in failed.output
     refused = cli.invoke(main, ["runner", "--uri", "mongomock://", "--project", "p"])
     assert refused.exit_code == 2 and "embedded" in refused.output
+
+
+def test_runs_and_best_commands(tmp_path):
+    from click.testing import CliRunner
+
+    from tensorhub import TensorHub
+    from tensorhub.cli import main
+
+    uri = "mongomock://localhost/cli_runs_test"
+    hub = TensorHub(uri, project_name="p")
+    for units, loss in ((8, 0.5), (32, 0.2)):
+        with hub.start_run("sweep", hyper_parameters={"units": units}) as run:
+            run.log_epoch(1, val_loss=loss + 0.1)
+            run.log_epoch(2, val_loss=loss)
+    runner = CliRunner()
+    listed = runner.invoke(main, ["runs", "--uri", uri, "--project", "p"])
+    assert listed.exit_code == 0 and listed.output.count("sweep") == 2 and "hp.units" in listed.output
+    found = runner.invoke(main, ["best", "--uri", uri, "--project", "p", "--metric", "val_loss", "--min"])
+    assert found.exit_code == 0 and "val_loss=0.2 at epoch 2" in found.output and "hp.units = 32" in found.output
+    missing = runner.invoke(main, ["best", "--uri", uri, "--project", "p", "--metric", "nope"])
+    assert missing.exit_code == 1 and "no run logged 'nope'" in missing.output
+    hub.db.client.drop_database("cli_runs_test")
