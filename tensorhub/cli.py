@@ -222,5 +222,56 @@ def orphans(uri: str, project: str, older_than_hours: float, delete: bool) -> No
             click.echo(str(blob_id))
 
 
+@main.group()
+def plot() -> None:
+    """Draw runs to an image (.png, .svg, .pdf...) or an interactive page (.html); needs tensorhub[plots]."""
+
+
+def _draw(kind: str, output: str, hub: Any, **options: Any) -> None:
+    from tensorhub import plots
+
+    if output.lower().endswith((".html", ".htm")):
+        click.echo(plots.to_html(kind, output, hub=hub, **options))
+    else:
+        click.echo(plots.save(getattr(plots, kind)(hub=hub, **options), output))
+
+
+output_option = click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+                             help="File to write; its suffix picks the format (.png, .svg, .pdf, .html).")
+
+
+@plot.command("learning-curves")
+@uri_option
+@project_option
+@click.option("--task-name", default=None, help="Only runs of this task.")
+@click.option("--metric", "metrics", multiple=True, default=("loss",), show_default=True,
+              help="Metric to plot, one axes each; repeat for more (--metric loss --metric accuracy).")
+@click.option("--split", "splits", multiple=True, default=("train", "validation"), show_default=True,
+              type=click.Choice(["train", "validation", "test"]), help="Splits to draw; repeatable.")
+@output_option
+@reports_errors
+def plot_learning_curves(uri: str, project: str, task_name: str | None, metrics: tuple[str, ...],
+                         splits: tuple[str, ...], output: str) -> None:
+    """Each metric against the epoch, one line per run and split."""
+    _draw("learning_curves", output, _hub(uri, project), task_name=task_name, metrics=list(metrics),
+          splits=list(splits))
+
+
+@plot.command("performance")
+@uri_option
+@project_option
+@click.option("--task-name", default=None, help="Only runs of this task.")
+@click.option("--x", default="loss", show_default=True, help="Metric on the x axis.")
+@click.option("--y", default="accuracy", show_default=True, help="Metric on the y axis.")
+@click.option("--color", default=None, help="Hyperparameter that colours the points, e.g. hp.n_units.")
+@click.option("--split", default="validation", show_default=True, type=click.Choice(["train", "validation", "test"]))
+@output_option
+@reports_errors
+def plot_performance(uri: str, project: str, task_name: str | None, x: str, y: str, color: str | None,
+                     split: str, output: str) -> None:
+    """Every finished run as one point: --y against --x, coloured by a hyperparameter."""
+    _draw("performance", output, _hub(uri, project), task_name=task_name, x=x, y=y, color=color, split=split)
+
+
 if __name__ == "__main__":
     sys.exit(main())

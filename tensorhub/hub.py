@@ -21,14 +21,15 @@ from tensorhub import defaults
 from tensorhub.blobs import BlobStore
 from tensorhub.connection import Connection, build_uri, connect
 from tensorhub.errors import InvalidArgument
-from tensorhub.logs import LogStore
 from tensorhub.fields import HUB
+from tensorhub.logs import LogStore
 from tensorhub.project import PROJECT_FIELD, Project
 from tensorhub.records import Record, RecordStore, attach_record
 from tensorhub.runs import analysis
 from tensorhub.runs.current import active_run
 from tensorhub.runs.run import Run
 from tensorhub.runs.store import RunStore
+from tensorhub.tables import TableStore
 from tensorhub.tasks import local, search
 from tensorhub.tasks.claims import runner_identity
 from tensorhub.tasks.model import Task
@@ -89,6 +90,7 @@ class TensorHub:
                                    self._referenced, dedupe=False)
         self._logs = LogStore(self.db, project)
         self._runs = RunStore(self.db, project)
+        self._tables = TableStore(self.db, self._blobs, project)
         by_epoch = [(f"{HUB}.epoch", DESCENDING), ("_id", DESCENDING)]
         self._checkpoints = RecordStore(
             self.db["checkpoints"], self._blobs, project, "run_name", self._referenced, dedupe=True,
@@ -104,14 +106,14 @@ class TensorHub:
             if key in _indexed:
                 return
             for store in (self._blobs, self._datasets, self._models, self._logs, self.queue, self._runs,
-                          self._checkpoints):
+                          self._checkpoints, self._tables):
                 store.ensure_indexes()
             _indexed.add(key)
 
     def _referenced(self, blob_ids: list[ObjectId]) -> set[ObjectId]:
         """Which of ``blob_ids`` any document still references (so they must be kept)."""
         found: set[ObjectId] = set()
-        for store in (self._datasets, self._models, self._checkpoints, self.queue):
+        for store in (self._datasets, self._models, self._checkpoints, self.queue, self._tables):
             found |= store.referenced(blob_ids)
         return found
 
@@ -321,10 +323,7 @@ class TensorHub:
         return analysis.aggregate(self.metrics_df(task_name, **filters))
 
     def _run(self, doc: dict[str, Any]) -> Run:
-        return Run(self._runs, doc, self._checkpoints, self._tables())
-
-    def _tables(self) -> Any:
-        return None
+        return Run(self._runs, doc, self._checkpoints, self._tables)
 
     def _select_runs(self, task_name: str | None, run_ids: Iterable[Any] | None,
                      filters: dict[str, Any]) -> list[dict[str, Any]]:
@@ -340,7 +339,9 @@ class TensorHub:
 
     def _note_datasets(self, records: list[Record]) -> None:
         run = self._active_run()
-        for record in records if run is not None else []:
+        if run is None:
+            return
+        for record in records:
             self._runs.record_dataset(run, {"dataset_name": record.name, "version": record.version,
                                             "sha256": record.sha256, "id": record.id})
 
@@ -418,9 +419,12 @@ class TensorHub:
         >>> len(ids)
         4
         """
-        return [self.create_task(task_name, script, {**_mapping(hyper_parameters), **combo}, **kwargs,
-                                 **({"repeat": r} if repeat > 1 else {}))
-                for combo in search.grid(grid or {}) for r in range(_repeats(repeat))]
+        tasks = []
+        for combo in search.grid(grid or {}):
+            for r in range(_repeats(repeat)):
+                fields = {**kwargs, "repeat": r} if repeat > 1 else kwargs
+                tasks.append(self.create_task(task_name, script, {**_mapping(hyper_parameters), **combo}, **fields))
+        return tasks
 
     def create_random_tasks(self, task_name: str, script: str | os.PathLike[str] | None = None,
                             grid: Mapping[str, Sequence[Any]] | None = None, n: int | None = None,

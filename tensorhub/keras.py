@@ -28,7 +28,7 @@ def _current_run() -> Any:
                         "run=hub.start_run(...)") from None
 
 
-class HubCallback(keras.callbacks.Callback):  # type: ignore[misc]
+class HubCallback(keras.callbacks.Callback):
     """Log each epoch's ``logs`` to a run; checkpoint every ``checkpoint_every`` epochs.
 
     Epochs are counted from 1 (Keras' epoch index + 1), so ``initial_epoch`` and the logged

@@ -24,7 +24,7 @@ from tensorhub.fields import HUB, build_query, clean_fields, normalize_sort, to_
 from tensorhub.project import PROJECT_FIELD, Project
 
 LOG_KINDS = ("training", "validation", "testing")
-KIND_FIELD, CREATED_FIELD = f"{HUB}.kind", f"{HUB}.created_at"
+KIND_FIELD = f"{HUB}.kind"
 METRIC_RESERVED = frozenset({"run", "step", "epoch", "time"})
 
 
@@ -37,8 +37,11 @@ class LogStore:
         self.project = project
 
     def ensure_indexes(self) -> None:
-        self.logs.create_index([(PROJECT_FIELD, ASCENDING), (KIND_FIELD, ASCENDING), (CREATED_FIELD, ASCENDING)])
-        self.logs.create_index([(PROJECT_FIELD, ASCENDING), (KIND_FIELD, ASCENDING), ("time", ASCENDING)])
+        # Oldest first is _id order (ObjectIds grow with insertion time).
+        self.logs.create_index([(PROJECT_FIELD, ASCENDING), (KIND_FIELD, ASCENDING), ("_id", ASCENDING)])
+        self.logs.create_index([(PROJECT_FIELD, ASCENDING), ("_id", ASCENDING)])
+        self.logs.create_index([(PROJECT_FIELD, ASCENDING), (KIND_FIELD, ASCENDING), ("time", ASCENDING),
+                                ("_id", ASCENDING)])
         self.metrics.create_index([(PROJECT_FIELD, ASCENDING), ("run", ASCENDING), ("step", ASCENDING),
                                    ("time", ASCENDING)])
 
@@ -55,7 +58,7 @@ class LogStore:
     def find_logs(self, kind: str | None, query: Mapping[str, Any], sort: Any = None) -> pd.DataFrame:
         """Matching logs as a DataFrame, oldest first unless ``sort`` says otherwise; nested fields
         become dotted columns, and ``kind`` says which log each row came from."""
-        order = with_tiebreak(normalize_sort(sort) or [(CREATED_FIELD, ASCENDING)])
+        order = with_tiebreak(normalize_sort(sort) or [("_id", ASCENDING)])
         docs = []
         for doc in self.logs.find(self._log_query(kind, query), sort=order):
             docs.append({"kind": doc.pop(HUB).get("kind"), **doc})

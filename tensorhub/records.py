@@ -35,7 +35,9 @@ from tensorhub.errors import InvalidArgument, TensorHubError
 from tensorhub.fields import HUB, build_query, clean_fields, normalize_sort, utcnow, with_tiebreak
 from tensorhub.project import PROJECT_FIELD, Project
 
-NEWEST_FIRST = [(f"{HUB}.created_at", DESCENDING), ("_id", DESCENDING)]
+# ObjectIds grow with insertion time, so "newest first" is _id descending: one (..., field, _id)
+# index then serves both an equality on a field and the default order.
+NEWEST_FIRST = [("_id", DESCENDING)]
 VERSION_RETRIES = 50
 IsReferenced = Callable[[list[ObjectId]], set[ObjectId]]
 
@@ -88,11 +90,11 @@ class RecordStore:
         c, name = self.collection, self.name_field
         c.create_index([(PROJECT_FIELD, ASCENDING), (name, ASCENDING), (f"{HUB}.version", DESCENDING)],
                        unique=True)
-        newest = [(f"{HUB}.created_at", DESCENDING), ("_id", DESCENDING)]
-        c.create_index([(PROJECT_FIELD, ASCENDING), (name, ASCENDING), *newest])
-        c.create_index([(PROJECT_FIELD, ASCENDING), *newest])
-        c.create_index([(PROJECT_FIELD, ASCENDING), (name, ASCENDING), ("time", DESCENDING), ("_id", DESCENDING)])
-        c.create_index([(PROJECT_FIELD, ASCENDING), (name, ASCENDING), ("version", DESCENDING), ("_id", DESCENDING)])
+        newest = ("_id", DESCENDING)
+        c.create_index([(PROJECT_FIELD, ASCENDING), (name, ASCENDING), newest])
+        c.create_index([(PROJECT_FIELD, ASCENDING), newest])
+        c.create_index([(PROJECT_FIELD, ASCENDING), (name, ASCENDING), ("time", DESCENDING), newest])
+        c.create_index([(PROJECT_FIELD, ASCENDING), (name, ASCENDING), ("version", DESCENDING), newest])
         c.create_index([(f"{HUB}.blob_ids", ASCENDING)])
         if self.dedupe:
             c.create_index([(PROJECT_FIELD, ASCENDING), (f"{HUB}.sha256", ASCENDING)])

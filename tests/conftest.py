@@ -100,11 +100,10 @@ from typing import TYPE_CHECKING
 
 import pymongo
 import pytest
-from pymongo.errors import PyMongoError
-
 from ferretdb import POSTGRESQL_HANDLER, FerretDBNotFoundError, FerretDBServer, find_ferretdb
 from mongo_uri import database_name, with_database
 from postgres import PostgresNotFoundError, PostgresServer, find_postgres_bindir
+from pymongo.errors import PyMongoError
 
 if TYPE_CHECKING:
     from _pytest.mark.structures import ParameterSet

@@ -321,7 +321,7 @@ class DelayProxy:
         self._stopping: asyncio.Event | None = None
 
     @classmethod
-    def for_uri(cls, server_uri: str, **kwargs: Any) -> "DelayProxy":
+    def for_uri(cls, server_uri: str, **kwargs: Any) -> DelayProxy:
         """A proxy in front of the (single) host of ``server_uri``."""
         nodes = uri_parser.parse_uri(server_uri, validate=False)["nodelist"]
         if len(nodes) != 1:
@@ -330,7 +330,7 @@ class DelayProxy:
         return cls(host, port, **kwargs)
 
     # -- life cycle ----------------------------------------------------------------------------
-    def start(self) -> "DelayProxy":
+    def start(self) -> DelayProxy:
         if self._thread is not None:
             raise RuntimeError("DelayProxy already started")
         self._loop = asyncio.new_event_loop()
@@ -357,7 +357,7 @@ class DelayProxy:
             loop.close()
         self._loop = self._thread = None
 
-    def __enter__(self) -> "DelayProxy":
+    def __enter__(self) -> DelayProxy:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -402,7 +402,7 @@ class DelayProxy:
         scheme, sep, rest = server_uri.partition("://")
         if scheme != "mongodb" or not sep:
             raise ValueError(f"uri_for needs a mongodb:// URI, got {server_uri!r}")
-        authority, slash, path = rest.partition("/")
+        authority, _, path = rest.partition("/")
         userinfo, at, _hosts = authority.rpartition("@")
         database, _, query = path.partition("?")
         options = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k.lower() != "directconnection"]
@@ -456,7 +456,7 @@ class DelayProxy:
             self._delay_all = seconds
 
     @contextlib.contextmanager
-    def slow(self, seconds: float) -> Iterator["DelayProxy"]:
+    def slow(self, seconds: float) -> Iterator[DelayProxy]:
         """``delay_all(seconds)`` for the duration of a ``with`` block."""
         self.delay_all(seconds)
         try:

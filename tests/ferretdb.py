@@ -255,7 +255,7 @@ class FerretDBServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.dir,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads at this point that matter
+                preexec_fn=_die_with_parent,
             )
 
     def _backend_args(self) -> list[str]:

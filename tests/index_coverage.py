@@ -37,8 +37,10 @@ How it works
    fields outside the ``$or``) served; an equality on ``_id`` is always served; a query with
    no filter and no sort is allowed only for the commands in :data:`UNFILTERED_ALLOWED`.
 5. Failing. After the session the terminal summary shows a table of the shapes no index
-   serves (collection, command, filter shape, sort, the test that first sent it, the library
-   line that sent it) and the run's exit status becomes "tests failed".
+   serves (collection, command, filter shape, sort, an index by the ESR rule that would serve
+   it, the paths no index of the collection has at all (typically a user's own query fields),
+   the test that first sent it, the library line that sent it) and the run's exit status
+   becomes "tests failed".
 
 Options: ``--index-coverage=fail`` (default), ``report`` (print the table, keep the exit
 status) or ``off``; ``-p no:index_coverage`` unloads the plugin.
@@ -370,9 +372,7 @@ def index_serves(index: IndexSpec, equality: frozenset[str], sort: Sort, ranges:
     if signs and signs not in ({1}, {-1}):
         return False
     tail = key[len(equality) + len(sort):len(equality) + len(sort) + len(ranges)]
-    if {path for path, _ in tail} != ranges or any(_direction_sign(d) == 0 for _, d in tail):
-        return False
-    return True
+    return {path for path, _ in tail} == ranges and all(_direction_sign(d) != 0 for _, d in tail)
 
 
 def _conjunctions(predicate: Predicate) -> Iterator[Predicate]:
@@ -387,13 +387,49 @@ def _conjunctions(predicate: Predicate) -> Iterator[Predicate]:
             yield from _conjunctions(outer.merged(branch))
 
 
-def shape_served(shape: QueryShape, indexes: Sequence[IndexSpec]) -> bool:
-    """True when ``indexes`` (one collection's) serve every part of ``shape``."""
+def user_paths(shape: QueryShape, indexes: Sequence[IndexSpec]) -> frozenset[str]:
+    """The user's own keyword fields in ``shape``: paths outside ``_hub`` that no index of the
+    collection contains. TensorLayer's model lets users filter and sort on any keyword they stored
+    (``test_accuracy``, ``split``...); no fixed index can serve those, so they are filters applied
+    after the hub's part of the query (project, name, status...) has been narrowed by an index.
+    Every path the hub knows — anything under ``_hub`` or in any hub index — must still be served."""
+    return frozenset(path for path in unindexed_paths(shape, indexes) if not path.startswith(("_hub.", "$")))
+
+
+def hub_part(shape: QueryShape, indexes: Sequence[IndexSpec]) -> QueryShape:
+    """``shape`` without its user fields: their filters drop out, and the sort is cut at the
+    first user field (from there on the server sorts the narrowed set in memory)."""
+    user = user_paths(shape, indexes)
+    if not user:
+        return shape
+
+    def strip(predicate: Predicate) -> Predicate:
+        fields = {path: ops for path, ops in predicate.fields if path not in user}
+        return _make_predicate(fields, [[strip(b) for b in group] for group in predicate.ors])
+
+    sort: list[tuple[str, int]] = []
+    for path, direction in shape.sort:
+        if path in user:
+            break
+        sort.append((path, direction))
+    return QueryShape(shape.collection, shape.command, strip(shape.predicate), tuple(sort), shape.distinct,
+                      shape.single)
+
+
+def shape_served(shape: QueryShape, indexes: Sequence[IndexSpec], user_fields: bool = False) -> bool:
+    """True when ``indexes`` (one collection's) serve every part of ``shape``.
+
+    With ``user_fields`` (how the session check runs), only the part the hub owns must be served
+    (see :func:`user_paths`); a query that filters on user fields alone is a scan, never served."""
     if "_id" in shape.predicate.equality:
         return True  # at most one document, through the _id index every collection has
     if shape.unfiltered:
         kind = f"{shape.command}:single" if shape.single else shape.command
         return kind in UNFILTERED_ALLOWED
+    if user_fields:
+        shape = hub_part(shape, indexes)
+        if shape.unfiltered:
+            return False  # only user fields: nothing narrows it
     sort = shape.sort if shape.distinct is None else ((shape.distinct, 1),)
     for conjunction in _conjunctions(shape.predicate):
         if "_id" in conjunction.equality:
@@ -500,16 +536,16 @@ def hub_indexes() -> dict[str, list[IndexSpec]]:
         hub.close()
 
 
-def uncovered(seen: Mapping[QueryShape, Sighting],
-              indexes: Mapping[str, Sequence[IndexSpec]]) -> list[tuple[QueryShape, Sighting]]:
+def uncovered(seen: Mapping[QueryShape, Sighting], indexes: Mapping[str, Sequence[IndexSpec]],
+              user_fields: bool = False) -> list[tuple[QueryShape, Sighting]]:
     """The shapes no index of their collection serves, in a stable order."""
     missing = [(shape, sighting) for shape, sighting in seen.items()
-               if not shape_served(shape, indexes.get(shape.collection) or [ID_INDEX])]
+               if not shape_served(shape, indexes.get(shape.collection) or [ID_INDEX], user_fields)]
     return sorted(missing, key=lambda item: (item[0].collection, item[0].command, item[0].predicate.render(),
                                              item[0].render_sort()))
 
 
-def suggested_indexes(shape: QueryShape, indexes: Sequence[IndexSpec]) -> list[IndexSpec]:
+def suggested_indexes(shape: QueryShape, indexes: Sequence[IndexSpec], user_fields: bool = False) -> list[IndexSpec]:
     """Indexes by the ESR rule that would serve the parts of ``shape`` that ``indexes`` do not
     (one per unserved $or branch). Equality paths start in the order of the existing index that
     leads with the most of them (so the suggestion often just extends that index), the rest
@@ -537,6 +573,8 @@ def suggested_indexes(shape: QueryShape, indexes: Sequence[IndexSpec]) -> list[I
 
     if shape.unfiltered:
         return []  # nothing to index: the query itself needs a filter
+    if user_fields:
+        shape = hub_part(shape, indexes)
     sort = shape.sort if shape.distinct is None else ((shape.distinct, 1),)
     suggestions: list[IndexSpec] = []
     for conjunction in _conjunctions(shape.predicate):
@@ -641,7 +679,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     except Exception as error:  # the library mid-change: say so, and do not pass silently
         _result.error = f"could not build the hub's indexes: {type(error).__name__}: {error}"
     else:
-        _result.missing = uncovered(seen, _result.indexes)
+        # The session judges the hub's part of each query: users' own keyword fields ride on it.
+        _result.missing = uncovered(seen, _result.indexes, user_fields=True)
     if mode == "fail" and (_result.missing or _result.error) and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -668,7 +707,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for shape, sighting in result.missing:
         specs = result.indexes.get(shape.collection) or [ID_INDEX]
         rows.append((shape.collection, shape.render_command(), shape.predicate.render(), shape.render_sort(),
-                     " + ".join(spec.render() for spec in suggested_indexes(shape, specs)) or "(needs a filter)",
+                     " + ".join(spec.render() for spec in suggested_indexes(shape, specs, user_fields=True)) or "(needs a filter)",
                      ", ".join(unindexed_paths(shape, specs)) or "-",
                      sighting.test, sighting.sender, str(sighting.count)))
     for line in render_table(rows):

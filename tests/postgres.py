@@ -298,7 +298,7 @@ class PostgresServer:
         """
         if self._run_as is None:
             return Path(tempfile.mkdtemp(prefix="tensorhub-postgres-"))
-        candidates = [tempfile.gettempdir(), "/tmp", "/var/tmp"]  # noqa: S108 - a fallback for TMPDIR
+        candidates = [tempfile.gettempdir(), "/tmp", "/var/tmp"]
         for base in candidates:
             if _traversable_by_others(Path(base)):
                 directory = Path(tempfile.mkdtemp(prefix="tensorhub-postgres-", dir=base))
@@ -378,7 +378,7 @@ class PostgresServer:
                 cwd=self.dir,
                 env=self._server_env(),
                 # fast shutdown: FerretDB's pooled connections must not keep it up
-                preexec_fn=_parent_death_signal(signal.SIGINT),  # noqa: PLW1509
+                preexec_fn=_parent_death_signal(signal.SIGINT),
                 **self._as_server_user(),  # type: ignore[arg-type]
             )
 

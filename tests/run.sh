@@ -1,20 +1,31 @@
 #!/usr/bin/env bash
 # The tensorhub test command:   bash tests/run.sh [pytest arguments...]
 #
-# Needs only python3 (3.11), pip and Go (>= 1.24) on the machine. It
+# Needs only python3 (3.11), pip and Go (>= 1.24) on the machine, plus
+# PostgreSQL's server programs, which it installs itself on Debian when run as
+# root. It
 #   1. creates the virtualenv .venv in the repository root (or reuses it) and
 #      installs tensorhub into it in editable mode with the "tensorflow" and
 #      "test" extras (skipped while pyproject.toml is unchanged since the last
 #      successful install);
-#   2. finds a working FerretDB binary (the test server for the "ferretdb"
-#      backend), building FerretDB from source into .cache/ferretdb/ if none
-#      is found, and exports its path as TENSORHUB_FERRETDB;
-#   3. runs `python -m pytest "$@"` from the repository root.
+#   2. finds a working FerretDB binary (the test server for the "ferretdb" and
+#      "ferretdb_pg" backends), building FerretDB from source into
+#      .cache/ferretdb/ if none is found, and exports its path as
+#      TENSORHUB_FERRETDB;
+#   3. finds PostgreSQL's server programs (initdb, postgres, pg_isready,
+#      createdb) for the "ferretdb_pg" backend, installing Debian's
+#      "postgresql" package with apt-get if they are missing, and exports their
+#      directory as TENSORHUB_POSTGRES_BINDIR (pytest itself starts and removes
+#      a throw-away cluster: see tests/postgres.py); skipped when
+#      TENSORHUB_TEST_BACKENDS leaves out ferretdb_pg;
+#   4. runs `python -m pytest "$@"` from the repository root.
 # The exit status is pytest's, except that "no tests were collected" (pytest's
 # exit status 5) is reported as a failure (1).
 #
 # Environment variables:
 #   TENSORHUB_FERRETDB       ferretdb binary to use; it must work, no search is made
+#   TENSORHUB_POSTGRES_BINDIR directory of initdb, postgres, pg_isready and createdb;
+#                            it must hold them, no search is made
 #   TENSORHUB_PYTHON         interpreter that creates .venv (default: python3)
 #   TENSORHUB_REINSTALL=1    reinstall into .venv even if pyproject.toml is unchanged
 #   TENSORHUB_TEST_NO_VENV=1 use the current `python3` as it is: no virtualenv, no pip
@@ -146,13 +157,101 @@ find_or_build_ferretdb() {
     printf '%s\n' "$FERRETDB_CACHED_BIN"
 }
 
-# --- 3. pytest -------------------------------------------------------------------
+# --- 3. PostgreSQL ----------------------------------------------------------------
+
+readonly POSTGRES_PROGRAMS=(initdb postgres pg_isready createdb)
+
+# True if directory $1 holds every program the ferretdb_pg backend needs, and
+# its server starts (`postgres --version`).
+postgres_bindir_works() {
+    local program
+    for program in "${POSTGRES_PROGRAMS[@]}"; do
+        [[ -f "$1/$program" && -x "$1/$program" ]] || return 1
+    done
+    "$1/postgres" --version >/dev/null 2>&1
+}
+
+# Prints a directory holding the PostgreSQL programs, or nothing: the one that
+# initdb on PATH really lives in (Debian keeps them in
+# /usr/lib/postgresql/<version>/bin, off PATH, but a symlink may be on PATH),
+# else the newest /usr/lib/postgresql/<version>/bin. Same order as
+# tests/postgres.py.
+search_postgres_bindir() {
+    local on_path dir
+    if on_path="$(command -v initdb)"; then
+        dir="$(dirname "$(readlink -f "$on_path")")"
+        if postgres_bindir_works "$dir"; then
+            printf '%s\n' "$dir"
+            return
+        fi
+    fi
+    # `sort -V` puts 9.6 before 15; reversed, the newest comes first.
+    while IFS= read -r dir; do
+        if postgres_bindir_works "$dir"; then
+            printf '%s\n' "$dir"
+            return
+        fi
+    done < <(compgen -G '/usr/lib/postgresql/*/bin' | sort -V -r)
+}
+
+# Installs Debian's postgresql package (server programs only: pytest starts
+# its own cluster, the package's own service is never used).
+install_postgres() {
+    if [[ "$(id -u)" != "0" ]] || ! command -v apt-get >/dev/null; then
+        die "PostgreSQL is needed for the ferretdb_pg test backend but its server programs (${POSTGRES_PROGRAMS[*]}) were not found. Install Debian's postgresql package (apt-get install -y postgresql) or set TENSORHUB_POSTGRES_BINDIR; or leave ferretdb_pg out of TENSORHUB_TEST_BACKENDS."
+    fi
+    log "PostgreSQL not found: installing Debian's postgresql package with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    # A fresh machine may have no package lists yet; then install once more after an update.
+    if ! apt-get install -y --no-install-recommends postgresql >&2; then
+        apt-get update >&2 || die "apt-get update failed"
+        apt-get install -y --no-install-recommends postgresql >&2 || die "apt-get install postgresql failed"
+    fi
+}
+
+# Prints the directory of the PostgreSQL programs: $TENSORHUB_POSTGRES_BINDIR,
+# else a search, else installs the package and searches again.
+find_or_install_postgres() {
+    if [[ -n "${TENSORHUB_POSTGRES_BINDIR:-}" ]]; then
+        postgres_bindir_works "$TENSORHUB_POSTGRES_BINDIR" || die "TENSORHUB_POSTGRES_BINDIR=$TENSORHUB_POSTGRES_BINDIR does not hold working ${POSTGRES_PROGRAMS[*]}"
+        printf '%s\n' "$TENSORHUB_POSTGRES_BINDIR"
+        return
+    fi
+    local dir
+    dir="$(search_postgres_bindir)"
+    if [[ -z "$dir" ]]; then
+        install_postgres
+        dir="$(search_postgres_bindir)"
+        [[ -n "$dir" ]] || die "installed postgresql, but found no working ${POSTGRES_PROGRAMS[*]} in /usr/lib/postgresql/*/bin"
+    fi
+    printf '%s\n' "$dir"
+}
+
+# True unless TENSORHUB_TEST_BACKENDS is set and leaves out backend $1
+# (tests/conftest.py validates the names; this only avoids needless setup).
+backend_selected() {
+    local requested="${TENSORHUB_TEST_BACKENDS:-}" name
+    requested="${requested//[[:space:]]/}"
+    [[ -z "$requested" ]] && return 0
+    local IFS=,
+    for name in ${requested,,}; do
+        [[ "$name" == "$1" ]] && return 0
+    done
+    return 1
+}
+
+# --- 4. pytest -------------------------------------------------------------------
 
 PYTHON="$(setup_python)"
 TENSORHUB_FERRETDB="$(find_or_build_ferretdb)"
 export TENSORHUB_FERRETDB
 log "python: $PYTHON"
 log "ferretdb: $TENSORHUB_FERRETDB"
+if backend_selected ferretdb_pg; then
+    TENSORHUB_POSTGRES_BINDIR="$(find_or_install_postgres)"
+    export TENSORHUB_POSTGRES_BINDIR
+    log "postgresql: $TENSORHUB_POSTGRES_BINDIR"
+fi
 
 status=0
 "$PYTHON" -m pytest "$@" || status=$?

@@ -12,6 +12,7 @@ import importlib
 import os
 import pkgutil
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,5 +67,5 @@ def test_every_docstring_example_runs(tmp_path, monkeypatch):
 def test_no_example_is_skipped():
     for name in MODULES:
         path = importlib.import_module(name).__file__
-        assert path is not None and "doctest: +SKIP" not in open(path).read(), name
+        assert path is not None and "doctest: +SKIP" not in Path(path).read_text(), name
     assert os.path.exists(tensorhub.__file__)

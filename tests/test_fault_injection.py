@@ -19,17 +19,28 @@ import threading
 import time
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import bson
 import pymongo
 import pytest
+from delay_proxy import (
+    CHECKSUM_PRESENT,
+    HEADER,
+    MORE_TO_COME,
+    OP_COMPRESSED,
+    OP_MSG,
+    OP_QUERY,
+    Command,
+    DelayProxy,
+    ReplyEvent,
+    WireError,
+    parse_header,
+    parse_request,
+)
 from pymongo.errors import AutoReconnect, NetworkTimeout
-
-from delay_proxy import (CHECKSUM_PRESENT, HEADER, MORE_TO_COME, OP_COMPRESSED, OP_MSG, OP_QUERY, Command,
-                         DelayProxy, ReplyEvent, WireError, parse_header, parse_request)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -158,7 +169,12 @@ def test_a_short_delay_is_delivered_late_on_the_same_connection(proxy: DelayProx
 def test_rules_see_command_collection_and_documents(proxy: DelayProxy, server_uri: str) -> None:
     name = database_of(server_uri)
     seen: list[Command] = []
-    proxy.delay_replies(0, match=lambda cmd: seen.append(cmd) or False)  # records, never fires
+
+    def record(cmd: Command) -> bool:
+        seen.append(cmd)
+        return False  # records, never fires
+
+    proxy.delay_replies(0, match=record)
     client = client_for(proxy.uri_for(server_uri))
     try:
         coll = client[name].tasks
@@ -189,7 +205,8 @@ def test_large_messages_and_many_concurrent_clients(proxy: DelayProxy, server_ur
             coll = client[name].many
             for j in range(10):
                 coll.insert_one({"_id": f"{index}-{j}", "v": j})
-                assert coll.find_one({"_id": f"{index}-{j}"})["v"] == j
+                found = coll.find_one({"_id": f"{index}-{j}"})
+                assert found is not None and found["v"] == j
         except BaseException as err:
             errors.append(err)
         finally:
@@ -204,7 +221,8 @@ def test_large_messages_and_many_concurrent_clients(proxy: DelayProxy, server_ur
     client = client_for(uri, socketTimeoutMS=60_000)
     try:
         client[name].big.insert_one({"_id": 1, "blob": blob})
-        assert client[name].big.find_one({"_id": 1})["blob"] == blob
+        found = client[name].big.find_one({"_id": 1})
+        assert found is not None and found["blob"] == blob
     finally:
         client.close()
     for thread in threads:
@@ -269,7 +287,7 @@ def test_probability_is_seeded_and_count_is_a_limit(server_uri: str) -> None:
             try:
                 rule = proxy.delay_replies(0, match=lambda cmd: cmd.name == "insert", probability=0.5)
                 pattern = []
-                for i in range(20):
+                for _ in range(20):
                     before = rule.fired
                     client[name].seeded.insert_one({})
                     pattern.append(rule.fired > before)
@@ -377,7 +395,7 @@ class RunnerFleet:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        codes = []
+        codes: list[int | None] = []
         for proc in self.procs:
             try:
                 codes.append(proc.wait(timeout=60))
@@ -533,8 +551,15 @@ def test_a_server_slow_for_a_few_seconds_never_loses_or_charges_a_claim(
             started.set()
         return False  # a trigger, never a fault of its own
 
-    proxy.delay_replies(0, match=start_spell_after_a_claim_ticket)
     runners.start(RUNNERS)
+    # Spells start once every runner is up (has claimed a task): a runner that cannot reach the
+    # server when it starts exits at once (ConnectionFailed), and that is not what this tests.
+    pids = {proc.pid for proc in runners.procs}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not pids <= {t.runner.pid for t in server_hub.find_tasks("fault")
+                                                        if t.runner is not None}:
+        time.sleep(0.2)
+    proxy.delay_replies(0, match=start_spell_after_a_claim_ticket)
     spells = 0
     while spells < 6 and unfinished(server_hub):
         started.clear()

@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from pymongo import monitoring
-
 from index_coverage import (
     ID_INDEX,
     IndexSpec,
@@ -26,6 +24,7 @@ from index_coverage import (
     uncovered,
     unindexed_paths,
 )
+from pymongo import monitoring
 
 pytest_plugins = ["pytester"]  # the end-to-end tests below run pytest on a small suite
 
@@ -366,7 +365,8 @@ def test_a_run_that_sent_an_unserved_query_fails_with_a_table(pytester: pytest.P
     result.assert_outcomes(passed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines([
-        "*inner_collection*find*{unindexed: $eq}*{unindexed: 1}*unindexed*test_inner.py::test_sends*"
+        # only a user field: nothing the hub owns narrows it, so no index can help
+        "*inner_collection*find*{unindexed: $eq}*(needs a filter)*unindexed*test_inner.py::test_sends*"
         "tensorhub.inner:2 (go)*1",
         "index coverage FAILED: 1 of 2 query shapes *",
     ])
@@ -383,3 +383,23 @@ def test_a_run_whose_queries_are_all_served_passes(pytester: pytest.Pytester) ->
     result = _run_inner(pytester, {"count": "inner_collection"})
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["index coverage: all 2 query shapes the library sent are served *"])
+
+
+def test_user_fields_ride_on_an_indexed_hub_part() -> None:
+    """TensorLayer-style queries on users' own keywords are served when the hub's part is."""
+    indexes = [IndexSpec("p_name_created", (("_hub.project", 1), ("model_name", 1), ("_hub.created_at", -1),
+                                            ("_id", -1)))]
+    best = QueryShape("models", "find", predicate_of({"_hub.project": "p", "model_name": "mlp",
+                                                       "accuracy": {"$gt": 0.5}}),
+                      (("test_accuracy", -1), ("_id", -1)))
+    assert not shape_served(best, indexes)                  # strict: test_accuracy is in no index
+    assert shape_served(best, indexes, user_fields=True)    # narrowed by (project, model_name), sorted in memory
+    only_user = QueryShape("models", "find", predicate_of({"accuracy": 0.5}))
+    assert not shape_served(only_user, indexes, user_fields=True)  # nothing the hub owns narrows it: a scan
+    hub_field = QueryShape("models", "find", predicate_of({"_hub.project": "p", "_hub.sha256": "x"}))
+    assert not shape_served(hub_field, indexes, user_fields=True)  # a _hub path is never a user field
+    expr = QueryShape("models", "find", predicate_of({"_hub.project": "p", "$expr": {"$gt": ["$a", 1]}}))
+    assert not shape_served(expr, indexes, user_fields=True)       # nor an operator no index can serve
+    newest = QueryShape("models", "find", predicate_of({"_hub.project": "p", "model_name": "mlp"}),
+                        (("_hub.created_at", -1), ("_id", -1)))
+    assert shape_served(newest, indexes, user_fields=True)

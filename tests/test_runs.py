@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tensorhub import current_task
 from tensorhub.errors import InvalidArgument, InvalidField, NotFound
 
 

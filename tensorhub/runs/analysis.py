@@ -54,7 +54,7 @@ def epochs_frame(store: RunStore, docs: Sequence[Mapping[str, Any]]) -> pd.DataF
     """Every epoch of ``docs`` as rows: run_id, run_name, task_id, epoch, time, metrics, ``hp.*``."""
     by_id = {doc["_id"]: doc for doc in docs}
     points = metrics.read_points(store.metrics, list(by_id), "epoch") if by_id else {}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for run_id, doc in by_id.items():
         ident, hp = _ident(doc), _hp(doc)
         rows.extend({**ident, **point, **hp} for point in points.get(run_id, []))
@@ -149,7 +149,7 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     skip = {"run_id", "run_name", "task_id", "repeat", *keys}
     values = [c for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])]
     grouped = frame.groupby(keys, dropna=False)[values].agg(["mean", "median", "std", "min", "max"])
-    grouped.columns = [f"{metric}.{stat}" for metric, stat in grouped.columns]
+    grouped.columns = [f"{column[0]}.{column[1]}" for column in grouped.columns.to_flat_index()]
     counts = frame.groupby(keys, dropna=False)["run_id"].count().rename("repeats")
     return grouped.join(counts).reset_index()
 

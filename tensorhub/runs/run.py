@@ -274,14 +274,14 @@ class TrainingLog:
         return self._run.epochs_df() if self._kind == "epoch" else self._run.steps_df()
 
 
-class IterationRecord(dict):  # type: ignore[type-arg]
+class IterationRecord(dict):
     """The values of one iteration; ``update``/item assignment also store them."""
 
     def __init__(self, log: TrainingLog, index: int, values: dict[str, Any]) -> None:
         super().__init__(values)
         self._log, self._index = log, index
 
-    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, *args: Any, **kwargs: Any) -> None:
         values = dict(*args, **kwargs)
         self._log._write(self._index, values)
         super().update(values)
@@ -290,7 +290,7 @@ class IterationRecord(dict):  # type: ignore[type-arg]
         self.update({key: value})
 
 
-class StatusDict(dict):  # type: ignore[type-arg]
+class StatusDict(dict):
     """``run.log.status``: a dict whose assignments are stored on the run document."""
 
     def __init__(self, run: Run, values: dict[str, Any]) -> None:
@@ -300,7 +300,7 @@ class StatusDict(dict):  # type: ignore[type-arg]
     def __setitem__(self, key: str, value: Any) -> None:
         self.update({key: value})
 
-    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, *args: Any, **kwargs: Any) -> None:
         from tensorhub.fields import clean_fields
 
         values = clean_fields(dict(*args, **kwargs))

@@ -35,7 +35,7 @@ RESERVED = {key: "it is part of the run document; pass hyper_parameters= for set
     "run_name", "status", "hyper_parameters", "task_id", "task_name", "attempt", "parent_run_id", "runner",
     "started_at", "ended_at", "duration_seconds", "error", "epochs_done", "steps_done", "summary",
     "datasets", "models", "log_status")}
-NEWEST_FIRST = [(f"{HUB}.created_at", DESCENDING), ("_id", DESCENDING)]
+NEWEST_FIRST = [("_id", DESCENDING)]  # ObjectIds grow with insertion time
 LOST_REASONS = ("LeaseExpired", "OutcomeLost")
 
 
@@ -49,11 +49,8 @@ class RunStore:
 
     def ensure_indexes(self) -> None:
         r, p = self._runs, PROJECT_FIELD
-        r.create_index([(p, ASCENDING), (f"{HUB}.created_at", DESCENDING), ("_id", DESCENDING)])
-        r.create_index([(p, ASCENDING), ("run_name", ASCENDING), (f"{HUB}.created_at", DESCENDING),
-                        ("_id", DESCENDING)])
-        r.create_index([(p, ASCENDING), ("task_name", ASCENDING), (f"{HUB}.created_at", DESCENDING),
-                        ("_id", DESCENDING)])
+        for lead in ([p], [p, "run_name"], [p, "task_name"]):
+            r.create_index([(k, ASCENDING) for k in lead] + [("_id", DESCENDING)])
         r.create_index([("task_id", ASCENDING), (f"{HUB}.seq", DESCENDING)])
         metrics.ensure_indexes(self.metrics)
 

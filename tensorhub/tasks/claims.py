@@ -36,7 +36,7 @@ from tensorhub.tasks import states
 from tensorhub.tasks.model import Task
 from tensorhub.tasks.states import FAILED, PENDING, RUNNING
 
-CLAIM_ORDER = [(f"{HUB}.priority", DESCENDING), (f"{HUB}.created_at", ASCENDING), ("_id", ASCENDING)]
+CLAIM_ORDER = [(f"{HUB}.priority", DESCENDING), ("_id", ASCENDING)]  # higher priority, then oldest
 CANDIDATES_PER_CLAIM = 8
 FAILURES_KEPT = 10
 # Hand-backs are not the task's fault and cost no attempt, up to this many: a task that keeps

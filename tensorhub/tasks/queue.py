@@ -43,7 +43,7 @@ RESERVED = {
 }
 NOT_QUERYABLE = frozenset({PROJECT_FIELD, f"{HUB}.code", f"{HUB}.lease"})
 SUMMARY_PROJECTION = {f"{HUB}.code.source": 0}
-OLDEST_FIRST = [(f"{HUB}.created_at", ASCENDING), ("_id", ASCENDING)]
+OLDEST_FIRST = [("_id", ASCENDING)]  # ObjectIds grow with insertion time
 OUTPUT_LOG_LIMIT = 32 * 1024 * 1024  # a chatty task must not stall its runner's loop on upload
 NEEDS_PICKLE = f"{HUB}.needs_pickle"
 # Told when an attempt starts: (task document, round, runner) -> the id of the attempt's run.
@@ -74,12 +74,10 @@ class TaskQueue:
         c, p = self._tasks, PROJECT_FIELD
         for lead in ([p, "status"], [p, "task_name", "status"]):
             keys = [(k, ASCENDING) for k in lead] + [(NEEDS_PICKLE, ASCENDING)]
-            c.create_index(keys + [(f"{HUB}.priority", DESCENDING), (f"{HUB}.created_at", ASCENDING),
-                                   ("_id", ASCENDING)])
-            c.create_index(keys + [("time", DESCENDING), ("_id", DESCENDING)])
-        c.create_index([(p, ASCENDING), (f"{HUB}.created_at", ASCENDING), ("_id", ASCENDING)])
-        c.create_index([(p, ASCENDING), ("task_name", ASCENDING), (f"{HUB}.created_at", ASCENDING),
-                        ("_id", ASCENDING)])
+            c.create_index(keys + [(f"{HUB}.priority", DESCENDING), ("_id", ASCENDING)])   # claims
+            c.create_index(keys + [("time", DESCENDING), ("_id", DESCENDING)])             # TensorLayer's sort
+        for lead in ([p], [p, "task_name"], [p, "status"], [p, "task_name", "status"], [p, "task_name", "time"]):
+            c.create_index([(k, ASCENDING) for k in lead] + [("_id", ASCENDING)])       # listings, oldest first
         c.create_index([(f"{HUB}.blob_ids", ASCENDING)])
         self._book.ensure_indexes()
 
