@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,22 @@ def _hub(uri: str, project: str, **client_options: Any) -> Any:
     from tensorhub.hub import TensorHub
 
     return TensorHub(uri, project_name=project, **client_options)
+
+
+def _connect_patiently(uri: str, project: str, patience: float, **client_options: Any) -> Any:
+    """A daemon may start before its server (boot order, a restart): retry with backoff."""
+    from tensorhub.errors import ConnectionFailed
+
+    deadline, delay = time.monotonic() + patience, 1.0
+    while True:
+        try:
+            return _hub(uri, project, **client_options)
+        except ConnectionFailed as err:
+            if time.monotonic() + delay > deadline:
+                raise
+            logging.getLogger("tensorhub.runner").warning("%s; retrying in %.0fs", err, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,11 +80,13 @@ def main() -> None:
               help="On SIGTERM, how long running tasks may finish.")
 @click.option("--allow-pickle", is_flag=True,
               help="Also run function tasks (dill): only if you trust who queues tasks.")
+@click.option("--wait-for-server", default=300.0, show_default=True,
+              help="Seconds to keep retrying a server that does not answer at start (0: fail at once).")
 @click.option("--log-level", default="INFO", show_default=True)
 @reports_errors
 def runner(uri: str, project: str, task_name: str | None, gpus: str | None, slots: int, max_tasks: int | None,
            lease_seconds: float, poll_interval: float, grace_seconds: float, allow_pickle: bool,
-           log_level: str) -> None:
+           wait_for_server: float, log_level: str) -> None:
     """Claim and run tasks until stopped (SIGTERM once: finish and exit; twice: hand back now)."""
     from tensorhub.runner.daemon import Runner, RunnerConfig
 
@@ -79,7 +98,8 @@ def runner(uri: str, project: str, task_name: str | None, gpus: str | None, slot
     # A runner must never sit in one server call longer than a fraction of its lease: it has
     # to notice a lost server in time to kill its tasks before another runner may take them.
     call_ms = max(1000, int(lease_seconds * 1000 / 8))
-    hub = _hub(uri, project, timeout_ms=call_ms, socketTimeoutMS=call_ms, connectTimeoutMS=call_ms)
+    hub = _connect_patiently(uri, project, wait_for_server, timeout_ms=call_ms, socketTimeoutMS=call_ms,
+                             connectTimeoutMS=call_ms)
     if hub.embedded:
         raise click.UsageError("a runner in its own process cannot share the embedded mongomock:// store; "
                                "use hub.run_tasks() in the distributor's process, or a MongoDB URI")

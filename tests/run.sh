@@ -18,7 +18,11 @@
 #      directory as TENSORHUB_POSTGRES_BINDIR (pytest itself starts and removes
 #      a throw-away cluster: see tests/postgres.py); skipped when
 #      TENSORHUB_TEST_BACKENDS leaves out ferretdb_pg;
-#   4. runs `python -m pytest "$@"` from the repository root.
+#   4. runs the quality gates, `ruff check tensorhub tests` and `mypy` (both
+#      configured in pyproject.toml), and stops if either fails;
+#   5. runs `python -m pytest "$@"` from the repository root (the docstring
+#      examples run as doctests, and the index-coverage check judges every
+#      query the library sent to a real server).
 # The exit status is pytest's, except that "no tests were collected" (pytest's
 # exit status 5) is reported as a failure (1).
 #
@@ -252,6 +256,12 @@ if backend_selected ferretdb_pg; then
     export TENSORHUB_POSTGRES_BINDIR
     log "postgresql: $TENSORHUB_POSTGRES_BINDIR"
 fi
+
+# Quality gates first (configured in pyproject.toml): lint, then types. A failure stops the run.
+log "ruff check tensorhub tests"
+"$PYTHON" -m ruff check --quiet tensorhub tests
+log "mypy (tensorhub, strict on definitions)"
+"$PYTHON" -m mypy --no-error-summary
 
 status=0
 "$PYTHON" -m pytest "$@" || status=$?

@@ -125,7 +125,7 @@ def test_cli_and_runner_never_print_the_password():
     import subprocess
     import sys
 
-    for args in (["tasks", "list"], ["runner", "--lease-seconds", "4"]):
+    for args in (["tasks", "list"], ["runner", "--lease-seconds", "4", "--wait-for-server", "2"]):
         done = subprocess.run([sys.executable, "-m", "tensorhub.cli", *args, "--uri",
                                "mongodb://ann:hun/ter2@127.0.0.1:1/db", "--project", "p"],
                               capture_output=True, text=True, timeout=120)
