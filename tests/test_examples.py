@@ -45,3 +45,24 @@ def test_mnist_example_with_two_runner_processes(server_uri):
         assert len(hub.find_metrics()) == 6  # 2 epochs reported by each of the 3 tasks
     finally:
         hub.close()
+
+
+def test_resume_sweep_example_kills_a_runner_and_resumes_elsewhere(server_uri, tmp_path):
+    png = tmp_path / "curves.png"
+    out = run("examples/resume_sweep.py", "--uri", server_uri, "--plot", str(png), timeout=900)
+    assert "kill -9 runner" in out and "resumed at epoch" in out
+    assert "val_accuracy" in out and "best: epoch" in out and "learning curves:" in out
+    import matplotlib.image
+
+    image = matplotlib.image.imread(png)
+    assert image.shape[0] > 100 and image.std() > 0.01  # a drawn figure, not a blank file
+    from tensorhub import TensorHub
+
+    hub = TensorHub(server_uri, project_name="resume-demo")
+    try:
+        runs = hub.list_runs("sweep")
+        resumed = [r for r in runs if r.parent_run_id is not None]
+        assert len(resumed) >= 1 and all(r.status == "finished" for r in resumed)
+        assert hub.task_counts("sweep")["finished"] == 4
+    finally:
+        hub.close()

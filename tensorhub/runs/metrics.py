@@ -50,6 +50,8 @@ BUCKET_BYTES = 8 * 1024 * 1024
 FLUSH_SECONDS = 2.0          # a crash loses at most this much of a fast step log
 RESERVED = {"time": "the hub stamps each point's time itself"}
 _UTC = dt.timezone.utc
+_ZERO = dt.timedelta(0)
+_NOT_UTC = object()   # marks a datetime of another zone in a column
 _INT64 = (-2**63, 2**63)
 _PLAIN_POINT_BYTES = 16      # what a number costs in a bucket's column, roughly (type, index key, value)
 
@@ -271,4 +273,23 @@ def frame(rows: list[dict[str, Any]], first: Sequence[str]) -> pd.DataFrame:
     for row in rows:
         if any(name not in names for name in row):
             names.update(dict.fromkeys(row))
-    return pd.DataFrame({name: [row.get(name) for row in rows] for name in names}, columns=list(names))
+    return pd.DataFrame({name: _column([row.get(name) for row in rows]) for name in names}, columns=list(names))
+
+
+def _column(values: list[Any]) -> Any:
+    """A column's values; UTC datetimes as a ``datetime64[us, UTC]`` array.
+
+    pymongo's aware datetimes carry its own UTC tzinfo, which pandas converts one object at a
+    time (a third of a second per 100,000 points); naive values localized at once are ten times
+    faster, and the column gets pandas' standard UTC zone.
+    """
+    first = values[0] if values else None
+    if not isinstance(first, dt.datetime) or first.utcoffset() != _ZERO:
+        return values
+    try:
+        naive = [value.replace(tzinfo=None) if value.utcoffset() == _ZERO else _NOT_UTC for value in values]
+    except (AttributeError, TypeError):  # None, or another type, somewhere in the column
+        return values
+    if _NOT_UTC in naive:
+        return values
+    return pd.DatetimeIndex(naive).tz_localize(_UTC)
