@@ -48,24 +48,36 @@ MLFLOW_VENV = BENCH / ".venv-mlflow"
 MLFLOW_PACKAGES = ["mlflow-skinny", "sqlalchemy", "alembic", "pandas"]
 
 
-def tensorhub_side(uri: str, points: int, reads: int) -> dict[str, Any]:
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc); 0 without a pid."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tensorhub_side(uri: str, points: int, reads: int, server_pid: int | None) -> dict[str, Any]:
     hub = TensorHub(uri, project_name=f"bench-{uuid.uuid4().hex[:6]}")
     try:
+        cpu = time.process_time() + cpu_seconds(server_pid)
         start = time.perf_counter()
         run = hub.start_run("metrics-bench", hyper_parameters={"points": points})
         for step in range(points):
             run.log_step(step, **point(step, points))
         run.close()
         log_seconds = time.perf_counter() - start
-        times, rows = [], 0
+        log_cpu = time.process_time() + cpu_seconds(server_pid) - cpu
+        times, cpus, rows = [], [], 0
         for _ in range(reads):
             again = hub.get_run(run.id)          # a reader elsewhere: nothing buffered in this object
+            cpu = time.process_time() + cpu_seconds(server_pid)
             start = time.perf_counter()
             rows = len(again.steps_df())
             times.append(time.perf_counter() - start)
+            cpus.append(time.process_time() + cpu_seconds(server_pid) - cpu)
         buckets = hub.db["run_metrics"].count_documents({"run_id": run.id})
         return {"log_seconds": log_seconds, "read_seconds": min(times), "read_seconds_median": statistics.median(times),
-                "rows": rows, "buckets": buckets}
+                "rows": rows, "buckets": buckets, "log_cpu": log_cpu, "read_cpu": min(cpus)}
     finally:
         hub.db["run_metrics"].delete_many({"_hub.project": hub.project_name})
         hub.db["runs"].delete_many({"_hub.project": hub.project_name})
@@ -105,12 +117,14 @@ def main() -> None:
     args = parser.parse_args()
 
     with ExitStack() as stack:
-        uri, label = args.uri, "tensorhub (--uri)"
+        uri, label, pid = args.uri, "tensorhub (--uri)", None
         if uri is None:
             from ferretdb import FerretDBServer
 
-            uri, label = stack.enter_context(FerretDBServer()).uri + "/bench", "tensorhub, FerretDB/SQLite"
-        ours = tensorhub_side(uri, args.points, args.reads)
+            server = stack.enter_context(FerretDBServer())
+            uri, label = server.uri + "/bench", "tensorhub, FerretDB/SQLite"
+            pid = server._process.pid if server._process is not None else None  # for its CPU time
+        ours = tensorhub_side(uri, args.points, args.reads, pid)
     theirs = None if args.no_mlflow else mlflow_side(mlflow_python(args.mlflow_python), args.points, args.reads)
 
     n = args.points
@@ -128,6 +142,14 @@ def main() -> None:
         print(f"reading: MLflow seconds / tensorhub seconds = {theirs['read_seconds'] / ours['read_seconds']:.2f}x "
               f"(target >= 1x)")
     print(f"logging: {n / ours['log_seconds']:,.0f} points/s (target >= 50,000 on FerretDB/SQLite)")
+    # CPU seconds do not depend on what else the machine runs: the cost itself, client and server.
+    what = "this process + FerretDB" if pid is not None else "this process only (the server's is not seen)"
+    print(f"CPU seconds ({what}): logging {ours['log_cpu']:.2f}, reading {ours['read_cpu']:.2f}", end="")
+    if theirs is not None:
+        print(f"; MLflow (SQLite in-process): logging {theirs['log_cpu']:.2f}, reading {theirs['read_cpu']:.2f}"
+              f" -> {theirs['log_cpu'] / ours['log_cpu']:.1f}x and {theirs['read_cpu'] / ours['read_cpu']:.1f}x")
+    else:
+        print()
 
 
 if __name__ == "__main__":

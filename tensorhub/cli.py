@@ -186,6 +186,40 @@ for _kind in ("models", "datasets"):
     main.command(_kind)(_record_list(_kind))
 
 
+@main.command("status")
+@uri_option
+@project_option
+@reports_errors
+def status(uri: str, project: str) -> None:
+    """The queue (counts by task name and status, oldest pending) and the fleet of runners."""
+    from rich.console import Console
+
+    from tensorhub.status import status_view
+
+    Console().print(status_view(_hub(uri, project)))
+
+
+@main.command("top")
+@uri_option
+@project_option
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
+@reports_errors
+def top(uri: str, project: str, interval: float) -> None:
+    """``tensorhub status``, refreshed every INTERVAL seconds until Ctrl-C."""
+    from rich.live import Live
+
+    from tensorhub.status import status_view
+
+    hub = _hub(uri, project)
+    try:
+        with Live(status_view(hub), refresh_per_second=4, screen=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(status_view(hub))
+    except KeyboardInterrupt:
+        pass
+
+
 @main.command("runs")
 @uri_option
 @project_option

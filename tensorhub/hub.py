@@ -22,6 +22,7 @@ from tensorhub.blobs import BlobStore
 from tensorhub.connection import Connection, build_uri, connect
 from tensorhub.errors import InvalidArgument
 from tensorhub.fields import HUB
+from tensorhub.fleet import RunnerRecord, RunnerRegistry
 from tensorhub.logs import LogStore
 from tensorhub.project import PROJECT_FIELD, Project
 from tensorhub.records import Record, RecordStore, attach_record
@@ -98,6 +99,8 @@ class TensorHub:
                      [(PROJECT_FIELD, ASCENDING), (f"{HUB}.run_id", ASCENDING), *by_epoch]])
         self.queue = TaskQueue(self.db, self._blobs, project, self._runs.open_attempt, self._runs.close_attempt)
         """The task queue, for runners and tools: ``claim_next``, ``begin``, ``heartbeat``, ``finish``."""
+        self.fleet = RunnerRegistry(self.db, project)
+        """The runner registry, for runners and tools: ``register``, ``heartbeat``, ``exited``, ``list``."""
         self._ensure_indexes()
 
     def _ensure_indexes(self) -> None:
@@ -106,7 +109,7 @@ class TensorHub:
             if key in _indexed:
                 return
             for store in (self._blobs, self._datasets, self._models, self._logs, self.queue, self._runs,
-                          self._checkpoints, self._tables):
+                          self._checkpoints, self._tables, self.fleet):
                 store.ensure_indexes()
             _indexed.add(key)
 
@@ -467,6 +470,32 @@ class TensorHub:
         """The full stdout/stderr of the task's last attempt on a runner."""
         return self.queue.output(task_id)
 
+    def runners(self, as_frame: bool = False) -> Any:
+        """The fleet: every registered runner (running, lost, or stopped), as records or a DataFrame
+        (host, GPUs, state, heartbeat age, tasks done and failed, slot → task).
+
+        >>> [r.state for r in hub.runners()]
+        []
+        """
+        records = self.fleet.list()
+        if not as_frame:
+            return records
+        return _runners_frame(records)
+
+    def queue_summary(self, as_frame: bool = False) -> Any:
+        """Per task name: tasks in each status and the oldest pending one's age in seconds."""
+        rows = self.queue.summary()
+        now = dt.datetime.now(dt.timezone.utc)
+        for row in rows:
+            oldest = row.pop("oldest_pending")
+            row["oldest_pending_age"] = None if oldest is None else (now - _aware(oldest)).total_seconds()
+        if not as_frame:
+            return rows
+        import pandas as pd
+
+        return pd.DataFrame(rows, columns=["task_name", "pending", "running", "finished", "failed", "cancelled",
+                                           "oldest_pending_age"])
+
     def cancel_tasks(self, task_name: str | None = None, **kwargs: Any) -> int:
         """Cancel pending and running tasks; runners kill running ones within a heartbeat."""
         return self.queue.cancel(task_name, **kwargs)
@@ -539,6 +568,21 @@ def _tensorlayer_positional(values: list[Any], keywords: dict[str, Any]) -> dict
                                   "ip='localhost', port=27017, dbname='temp', project_name='tutorial')")
         named.setdefault(key, value)
     return named  # every name present: the keywords filled what was not given by position
+
+
+def _runners_frame(records: list[RunnerRecord]) -> Any:
+    import pandas as pd
+
+    rows = [{"runner_id": r.id, "host": r.host, "pid": r.pid, "state": r.state, "gpus": ",".join(r.gpus),
+             "slots": "; ".join(f"{s.get('gpu') or s.get('slot')}→{s.get('task_name') or '-'}" for s in r.slots),
+             "heartbeat_age": r.heartbeat_age, "tasks_done": r.tasks_done, "tasks_failed": r.tasks_failed,
+             "version": r.version, "started_at": r.started_at} for r in records]
+    return pd.DataFrame(rows, columns=["runner_id", "host", "pid", "state", "gpus", "slots", "heartbeat_age",
+                                       "tasks_done", "tasks_failed", "version", "started_at"])
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 def _repeats(value: Any) -> int:

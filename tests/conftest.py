@@ -135,7 +135,7 @@ _SERVER_TIMEOUT_MS = 10_000
 
 MARKERS = {
     "slow": "long-running tests (large blobs, multi-process)",
-    "real_server": "needs a real MongoDB-wire server (FerretDB or TENSORHUB_TEST_URI)",
+    "real_server": "needs a real MongoDB-wire server (FerretDB on SQLite or PostgreSQL, or TENSORHUB_TEST_URI)",
 }
 
 

@@ -9,6 +9,7 @@ could not renew in time kills its task before the lease can expire (so no two ru
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import signal
 import time
@@ -17,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import PyMongoError
 
-from tensorhub import defaults
+from tensorhub import __version__, defaults
 from tensorhub.errors import InvalidArgument
+from tensorhub.fields import utcnow
+from tensorhub.fleet import slot_entry
 from tensorhub.runner.process import TaskProcess
 from tensorhub.runner.wakeup import Wakeup
 from tensorhub.tasks.attempt import Attempt
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tensorhub.runner")
 SUPERVISE_SLICE = 0.1  # seconds between looks at running children
+REGISTRY_BEAT = 10.0   # renew the runner's registration at least this often (and every third of a lease)
+SAFETY_NET_LOOK = 30.0  # look for work this often even if the queue signal never changed
 
 
 @dataclass
@@ -63,6 +68,7 @@ class Slot:
     gpu: str | None
     process: TaskProcess | None = None
     attempt: Attempt | None = None
+    since: dt.datetime | None = None
 
 
 class Runner:
@@ -84,8 +90,15 @@ class Runner:
         self._grace_deadline = 0.0
         self._next_reap = 0.0
         self.queue = hub.queue
+        self.fleet = hub.fleet
+        self.failed = 0
         self._wakeup = Wakeup(hub.queue.watch, self.config.poll_interval)
         self._in_doubt: list[ClaimInDoubt] = []  # claims whose replies were lost: hand back later
+        self._seen_signal: Any = object()        # the queue signal token at our last look for work
+        self._look = True                        # look for work on the next turn, whatever the signal says
+        self._next_look = 0.0                    # a safety net: look at least this often anyway
+        self._next_registry_beat = 0.0
+        self._registered = False
 
     # -- control -------------------------------------------------------------------------------
     def stop(self, now: bool = False) -> None:
@@ -117,9 +130,10 @@ class Runner:
         try:
             while not self._should_exit():
                 try:
+                    self._register_or_beat()
                     self._supervise()
                     self._settle_doubts()
-                    claimed = self._fill_slots()
+                    claimed = self._fill_slots() if self._worth_looking() else False
                     self._reap_if_due()
                     failures = 0
                 except Exception as err:  # the server, mostly; a daemon logs and carries on
@@ -138,7 +152,52 @@ class Runner:
         finally:
             self._hand_back_all()
             self._wakeup.stop()
+            self._record_exit()
         return self.completed
+
+    # -- the registry and the queue signal ---------------------------------------------------
+    def _register_or_beat(self) -> None:
+        """Register once, then renew the registration (with what each slot runs) every few seconds."""
+        now = time.monotonic()
+        if now < self._next_registry_beat:
+            return
+        if not self._registered:
+            filter_ = {k: v for k, v in {"task_name": self.config.task_name, **self.config.query}.items() if v}
+            self.fleet.register(self.identity, slots=[s.gpu for s in self.slots], version=__version__,
+                                lease_seconds=self.config.lease_seconds, task_filter=filter_)
+            self._registered = True
+        else:
+            self.fleet.heartbeat(self.identity["id"], self._slot_entries(), self.completed, self.failed)
+        self._next_registry_beat = now + min(REGISTRY_BEAT, self.config.lease_seconds / 3)
+
+    def _slot_entries(self) -> list[dict[str, Any]]:
+        return [slot_entry(i, s.gpu, None if s.attempt is None else s.attempt.claim.task, s.since)
+                for i, s in enumerate(self.slots)]
+
+    def _record_exit(self) -> None:
+        if not self._registered:
+            return
+        try:
+            self.fleet.exited(self.identity["id"], self.completed, self.failed)
+        except PyMongoError:
+            log.info("could not record the exit in the runner registry; it will show as lost")
+
+    def _worth_looking(self) -> bool:
+        """Look for work when a slot is free and the queue signal changed (or we were woken, or
+        just finished a task, or the safety-net interval passed): idle, this is one lookup by _id."""
+        if self._stopping or self._quota_reached() or all(slot.process is not None for slot in self.slots):
+            return False
+        now = time.monotonic()
+        if self._wakeup.take_woken() or self._look or now >= self._next_look:
+            self._look = False
+            self._seen_signal = self.queue.signal()
+        else:
+            token = self.queue.signal()
+            if token == self._seen_signal:
+                return False
+            self._seen_signal = token
+        self._next_look = now + SAFETY_NET_LOOK
+        return True
 
     def _should_exit(self) -> bool:
         busy = any(slot.process for slot in self.slots)
@@ -168,6 +227,7 @@ class Runner:
                 break
             claimed = True
             self._start(slot, claim)
+        self._look = claimed  # after a claim there may be more: look again next turn
         return claimed
 
     def _start(self, slot: Slot, claim: Claim) -> None:
@@ -188,6 +248,7 @@ class Runner:
             attempt.write_back(Outcome("failed", error=describe_error(err)))
             return
         slot.attempt = attempt
+        slot.since = utcnow()
         log.info("slot %s: running task %s (attempt %d)", slot.gpu, claim.task_id, claim.attempt)
 
     def _settle_doubts(self) -> None:
@@ -248,6 +309,8 @@ class Runner:
         proc, attempt = slot.process, slot.attempt
         assert proc is not None and attempt is not None
         outcome = proc.outcome()
+        if outcome.status == "failed":
+            self.failed += 1
         # The stored log is kept on the attempt: if the server drops us here, the retry reuses it.
         if not attempt.write_back(outcome, str(proc.log_path)):
             log.warning("task %s: lease lost before the outcome was written; outcome discarded",
@@ -256,6 +319,8 @@ class Runner:
         log.info("task %s: %s", proc.claim.task_id, outcome.status)
         proc.cleanup()
         slot.process = slot.attempt = None
+        slot.since = None
+        self._look = True  # a slot is free: the backlog may hold more
 
     def _abandon(self, slot: Slot, why: str) -> None:
         proc, attempt = slot.process, slot.attempt

@@ -24,7 +24,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -114,8 +114,12 @@ def _children_by_scan() -> dict[int, list[int]]:
 
 
 # -- killing ----------------------------------------------------------------------------------
-def kill_descendants(keep: Collection[int] = (), timeout: float = 5.0) -> list[int]:
+def kill_descendants(keep: Collection[int] = (), timeout: float = 5.0,
+                     ours: Callable[[int], bool] | None = None) -> list[int]:
     """SIGKILL every descendant of this process except ``keep`` and their subtrees, and reap them.
+
+    With ``ours``, a direct child is only touched when ``ours(pid)`` says it is one of ours: a
+    process that embeds a runner may have children of its own (a database server in a test, say).
 
     Call it from a subreaper: each killed process's children are then re-parented to us, and the
     loop runs until nothing is left. Only our own children outside ``keep`` are reaped, one pid at
@@ -127,8 +131,11 @@ def kill_descendants(keep: Collection[int] = (), timeout: float = 5.0) -> list[i
     deadline = time.monotonic() + timeout
     refused: set[int] = set()  # EPERM: signalling them again will not help
     while True:
-        _reap([pid for pid in children_of(me) if pid not in keep])
-        left = descendants(me, keep)
+        spared = set(keep)
+        if ours is not None:  # re-checked each round: re-parented grandchildren are judged too
+            spared |= {pid for pid in children_of(me) if pid not in spared and not ours(pid)}
+        _reap([pid for pid in children_of(me) if pid not in spared])
+        left = descendants(me, spared)
         targets = [pid for pid in left if pid not in refused]
         if not targets or time.monotonic() >= deadline:
             return left
@@ -155,3 +162,13 @@ def _reap(pids: Iterable[int]) -> None:
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:  # not ours (any more)
             pass
+
+
+def carries_marker(pid: int, marker: bytes) -> bool:
+    """True if process ``pid``'s environment holds ``marker`` (``b"NAME=value"``): descendants
+    inherit their parent's environment, so a task's leftovers carry its runner's marker."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            return marker in environ.read().split(b"\0")
+    except OSError:  # gone, or not ours to read
+        return False

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from tensorhub.hub import TensorHub
 
 OUTPUT_TAIL = 4000
+ENV_TASK_OF = "TENSORHUB_TASK_OF"  # the runner pid whose task a process belongs to
 STOP_GRACE = 3.0     # seconds a supervisor gets to kill its tree before its group is SIGKILLed
 EXIT_WAIT = 30.0     # then how long to wait for it to die (a wedged GPU driver can hold a process)
 SWEEP_WAIT = 2.0     # how long cleanup() waits for the attempt's process group to empty
@@ -79,6 +80,8 @@ class TaskProcess:
         env = {**os.environ, ENV_URI: hub.connection_uri(), ENV_PROJECT: hub.project_name or "",
                ENV_TASK: str(claim.task_id), ENV_ATTEMPT: str(claim.attempt), ENV_PARENT: str(os.getpid()),
                ENV_RUN: "" if claim.run_id is None else str(claim.run_id),
+               # Inherited by everything the task starts: the stray sweep kills only what carries it.
+               ENV_TASK_OF: str(os.getpid()),
                "PYTHONUNBUFFERED": "1"}
         # The child imports the very tensorhub this runner runs, installed or not.
         package_root = str(Path(__file__).resolve().parents[2])
@@ -208,7 +211,9 @@ def sweep_strays() -> list[int]:
         if popen.poll() is not None:
             _abandoned.remove(popen)
     keep = {proc.pid for proc in _running if not proc.reaped} | {popen.pid for popen in _abandoned}
-    return descendants.kill_descendants(keep=keep, timeout=STRAY_WAIT)
+    marker = f"{ENV_TASK_OF}={os.getpid()}".encode()
+    return descendants.kill_descendants(keep=keep, timeout=STRAY_WAIT,
+                                        ours=lambda pid: descendants.carries_marker(pid, marker))
 
 
 def _peek_exit(popen: subprocess.Popen) -> int | None:

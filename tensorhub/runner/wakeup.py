@@ -1,10 +1,11 @@
-"""When an idle runner looks for work again: at once on a change-stream event, otherwise after an
-adaptive poll interval (20 ms right after work appeared, doubling up to ``poll_interval``, 0.1 s
-by default: one indexed query returning nothing, ten times a second per runner).
+"""When an idle runner looks for work again.
 
-Change streams need a replica set (our docker-compose MongoDB is one); on servers without them
-(FerretDB v1, a standalone mongod) the watcher thread notices the error once and polling alone
-carries on.
+Idle, a runner reads the queue's signal document by ``_id`` every ``poll_interval`` (1 s by
+default: a lookup every server pushes down, one per runner per second), and looks for work only
+when its token changed. On MongoDB replica sets a change stream of tasks becoming pending wakes
+it at once; FerretDB v1 and standalone servers have no change streams, so the watcher thread
+notices the error once and the signal alone carries on. After finding work the runner looks again
+straight away, since a backlog may hold more.
 """
 from __future__ import annotations
 
@@ -16,19 +17,19 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 log = logging.getLogger("tensorhub.runner")
-MIN_INTERVAL = 0.02
-STREAMING_INTERVAL = 2.0
+MIN_INTERVAL = 0.02      # after finding work: look again almost at once
+STREAMING_INTERVAL = 2.0  # with a change stream, the signal poll is only a safety net
 
 
 class Wakeup:
     def __init__(self, watch: Callable[..., Any], max_interval: float) -> None:
         self._open_stream = watch  # the queue's change stream of new and changed tasks
         self._max = max_interval
-        self._interval = MIN_INTERVAL
         self._event = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="tensorhub-change-stream", daemon=True)
         self.streaming = False
+        self.woken = False
 
     def start(self) -> None:
         self._thread.start()
@@ -41,14 +42,18 @@ class Wakeup:
         self._event.set()
 
     def wait(self, found_work: bool, cap: float | None = None) -> None:
-        """Sleep until woken or the current interval passes; ``found_work`` resets the backoff."""
-        # With a change stream, events wake us: polling is only the safety net and can be slow.
-        longest = max(self._max, STREAMING_INTERVAL) if self.streaming else self._max
-        self._interval = MIN_INTERVAL if found_work else min(longest, self._interval * 2)
-        timeout = self._interval if cap is None else min(self._interval, cap)
+        """Sleep until woken, or for the poll interval (MIN_INTERVAL after finding work)."""
+        interval = MIN_INTERVAL if found_work else (
+            max(self._max, STREAMING_INTERVAL) if self.streaming else self._max)
+        timeout = interval if cap is None else min(interval, cap)
         if self._event.wait(timeout):
             self._event.clear()
-            self._interval = MIN_INTERVAL
+            self.woken = True
+
+    def take_woken(self) -> bool:
+        """True once after an event woke us (a task became pending, or a stop)."""
+        woken, self.woken = self.woken, False
+        return woken
 
     def _watch(self) -> None:
         try:

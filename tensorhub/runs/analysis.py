@@ -61,6 +61,20 @@ def epochs_frame(store: RunStore, docs: Sequence[Mapping[str, Any]]) -> pd.DataF
     return pd.DataFrame(rows, columns=_columns(rows, ["run_id", "run_name", "task_id", "epoch", "time"]))
 
 
+def ranking_fields(metric_name: str) -> dict[str, int] | None:
+    """The fields of a run that ranking by ``metric_name`` reads (a projection for ``RunStore.find``).
+
+    Ten thousand runs are ten thousand documents to send and decode; the ranking needs a few
+    fields of each (bench/best_model.py). None when ``metric_name`` cannot be a field path (no
+    stored metric has such a name, and the whole documents give the same empty answer).
+    """
+    if not isinstance(metric_name, str) or not metric_name or metric_name[0] == "$" or \
+            any(c in metric_name for c in ".\0"):
+        return None
+    return {"run_name": 1, "task_id": 1, "status": 1, "epochs_done": 1, "hyper_parameters": 1,
+            f"summary.{metric_name}": 1}
+
+
 def grouped_by_epoch_metric(docs: Sequence[Mapping[str, Any]], metric_name: str,
                             metric_direction: str = "max") -> pd.DataFrame:
     """One row per run that logged ``metric_name``: its best epoch and value, best run first."""
@@ -95,12 +109,15 @@ class BestModel:
 
 def best_model(store: RunStore, checkpoints: RecordStore, models: RecordStore, docs: Sequence[Mapping[str, Any]],
                metric_name: str, metric_direction: str, load: bool, allow_pickle: bool) -> BestModel | None:
-    """The best run by its best epoch; the model is its checkpoint at that epoch, else its last saved model."""
+    """The best run by its best epoch; the model is its checkpoint at that epoch, else its last saved model.
+
+    ``docs`` may hold only :func:`ranking_fields`: the winner's whole document is read again.
+    """
     ranking = grouped_by_epoch_metric(docs, metric_name, metric_direction)
     if ranking.empty:
         return None
     top = ranking.iloc[0]
-    doc = next(d for d in docs if str(d["_id"]) == top["run_id"])
+    doc = store.get(ObjectId(top["run_id"]))
     epoch = int(top["epoch"])
     point = metrics.read_points(store.metrics, [doc["_id"]], "epoch", at=epoch)[doc["_id"]]
     values = {k: v for k, v in (point[0] if point else {}).items() if k not in ("epoch", "time")}

@@ -3,19 +3,22 @@
 A bucket is one immutable document of up to :data:`BUCKET_POINTS` points of one run and one kind
 ("epoch" or "step"), stored column by column, like a table::
 
-    {run_id, kind: "epoch", first: 1, last: 3, n: 3,
-     epoch: [1, 2, 3], time: [<UTC>, <UTC>, <UTC>],
-     metrics: {loss: [0.9, 0.5, 0.4], val_loss: [1.1, null, 0.8]},
+    {run_id, kind: "step", first: 0, last: 990, n: 100,
+     time: [<UTC>, <UTC>, ...],
+     metrics: {loss: [0.9, 0.5, ...], lr: [0.1, null, ...]},
      _hub: {project}}
 
-A point that did not log a metric has ``null`` in its column; the rare point that logged
-``None`` on purpose is listed in ``nulls: {val_loss: [1]}`` (positions), so a later ``None``
-still replaces an earlier value when points are merged.
+``first``, ``last`` and ``n`` say which indexes the points have when they are evenly spaced
+(every step, or every 10th: 0, 10, ..., 990 above), the usual case; otherwise the bucket has
+the column itself (``step: [0, 3, 4, 9]``, or ``epoch: [...]``). A point that did not log a
+metric has ``null`` in its column; the rare point that logged ``None`` on purpose is listed in
+``nulls: {lr: [1]}`` (positions), so that a later ``None`` still replaces an earlier value when
+points are merged.
 
 Columns, not an array of point documents, because the server's work is per value and per
-sub-document: on FerretDB a bucket of 1,000 points stored as columns is written about 3x and read
-2-3x faster than the same points as 1,000 small documents (bench/metrics_logging.py), and the
-reader builds a DataFrame from columns without touching each point.
+sub-document: on FerretDB/SQLite 1,000 points as columns are written about 3x and read 2-3x
+faster than as 1,000 small documents, and leaving out the index column saves a fifth more
+(bench/metrics_logging.py measures the whole path). Readers build a DataFrame from columns.
 
 Writers buffer points and insert whole buckets (never update one: FerretDB v1's updates are a
 read followed by a write), so a million steps are a thousand inserts and a thousand documents to
@@ -27,6 +30,7 @@ Buckets written before the column layout (``points: [{epoch, time, ...}, ...]``)
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +61,17 @@ _PLAIN_POINT_BYTES = 16      # what a number costs in a bucket's column, roughly
 
 
 class MetricSeries:
-    """The buffered points of one run and one kind; ``flush()`` stores them as one bucket."""
+    """The buffered points of one run and one kind, stored a bucket at a time.
+
+    On a server, a full bucket is inserted by a short-lived thread while the caller goes on
+    logging: the training loop does not wait for the server's round trip every 1,000 steps (on
+    FerretDB/SQLite the insert is most of the cost of logging). One bucket at most is in flight;
+    the next waits for it, so a slow server slows the logger rather than filling memory. A failed
+    insert raises from the next ``add``/``flush``. ``flush()`` stores everything and waits, so after
+    ``flush()`` or ``Run.close()`` every point is stored. A crash loses the buffer (at most
+    FLUSH_SECONDS of points) and the bucket in flight, if any. mongomock, in-process, inserts
+    synchronously.
+    """
 
     def __init__(self, collection: Collection, project: Project, run_id: ObjectId, kind: str) -> None:
         if kind not in KINDS:
@@ -75,6 +89,10 @@ class MetricSeries:
         self._bytes = 0
         self._since = time.monotonic()
         self.last: int | None = None
+        # pymongo's Collection means a server on the other end; mongomock's is not thread-safe.
+        self._background = isinstance(collection, Collection)
+        self._inflight: tuple[threading.Thread, dict[str, Any]] | None = None
+        self._error: BaseException | None = None
 
     def add(self, index: int, values: Mapping[str, Any]) -> bool:
         """Buffer one point; True when it flushed (a full bucket, or FLUSH_SECONDS passed)."""
@@ -87,7 +105,7 @@ class MetricSeries:
         point, size = self._clean(values)
         flushed = False
         if self._indexes and self._bytes + size > BUCKET_BYTES:
-            flushed = self.flush() > 0   # the new point would make the bucket too large: store it first
+            flushed = self._hand_off() > 0   # the new point would make the bucket too large: store it first
         if not self._indexes:
             self._since = time.monotonic()
         # Not fields.utcnow(): its truncation to milliseconds costs more than the rest of add();
@@ -98,7 +116,7 @@ class MetricSeries:
         self._bytes += size
         self.last = index if self.last is None or index > self.last else self.last
         if len(self._indexes) >= BUCKET_POINTS or time.monotonic() - self._since >= FLUSH_SECONDS:
-            self.flush()
+            self._hand_off()
             return True
         return flushed
 
@@ -123,28 +141,74 @@ class MetricSeries:
         return cleaned, len(bson.encode(cleaned)) + 2 * _PLAIN_POINT_BYTES
 
     def flush(self) -> int:
-        """Store the buffered points (one insert of one bucket); how many there were."""
+        """Store the buffered points and wait until every bucket is stored; how many points that was."""
+        inflight = self._wait()
+        if not self._indexes:
+            return inflight
+        bucket = self._take_bucket()
+        self._collection.insert_one(bucket)
+        return inflight + int(bucket["n"])
+
+    def _hand_off(self) -> int:
+        """Store the buffer as a bucket, in a thread on a server; how many points it holds."""
+        if not self._background:
+            return self.flush()
+        self._wait()
         if not self._indexes:
             return 0
-        bucket = self._bucket(self._indexes, self._times, self._values)
-        self._indexes, self._times, self._values, self._bytes = [], [], [], 0
-        self._collection.insert_one(bucket)
+        bucket = self._take_bucket()
+        thread = threading.Thread(target=self._store, args=(bucket,), name=f"tensorhub-metrics-{self.run_id}")
+        self._inflight = (thread, bucket)
+        thread.start()  # not a daemon: at interpreter exit the bucket in flight is still stored
         return int(bucket["n"])
 
+    def _store(self, bucket: dict[str, Any]) -> None:
+        try:
+            self._collection.insert_one(bucket)
+        except BaseException as error:  # handed to the logging thread by _wait()
+            self._error = error
+
+    def _wait(self) -> int:
+        """Wait for the bucket in flight; raise its insert's error; how many points it held."""
+        if self._inflight is None:
+            return 0
+        thread, bucket = self._inflight
+        thread.join()
+        self._inflight = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+        return int(bucket["n"])
+
+    def _take_bucket(self) -> dict[str, Any]:
+        bucket = self._bucket(self._indexes, self._times, self._values)
+        self._indexes, self._times, self._values, self._bytes = [], [], [], 0
+        return bucket
+
     def pending(self) -> list[dict[str, Any]]:
-        """The buffered points as point dicts (``{kind: i, "time": t, **values}``)."""
-        return [{self.kind: index, "time": _millis(when), **values}
-                for index, when, values in zip(self._indexes, self._times, self._values, strict=True)]
+        """The points not known to be stored (buffered, or in flight) as point dicts."""
+        inflight = self._inflight
+        chunk = None if inflight is None else _Chunk.of_bucket(inflight[1], self.kind)
+        points = [] if chunk is None else [point for _, point in chunk.points(self.kind)]
+        for point in points:
+            point["time"] = _millis(point["time"])
+        points.extend({self.kind: index, "time": _millis(when), **values}
+                      for index, when, values in zip(self._indexes, self._times, self._values, strict=True))
+        return points
 
     def _bucket(self, indexes: list[int], times: list[dt.datetime], values: list[dict[str, Any]]) -> dict[str, Any]:
         names: dict[str, None] = {}
         for point in values:
-            if len(point) != len(names) or any(name not in names for name in point):
+            if any(name not in names for name in point):
                 names.update(dict.fromkeys(point))
         columns = {name: [point.get(name) for point in values] for name in names}
-        bucket: dict[str, Any] = {"run_id": self.run_id, "kind": self.kind, "first": min(indexes),
-                                  "last": max(indexes), "n": len(indexes), self.kind: list(indexes),
-                                  "time": list(times), "metrics": columns}
+        # The _id is given here, not by pymongo in the insert: readers merge repeated indexes in _id
+        # order, and the bucket must not change under a reader while a thread inserts it.
+        bucket: dict[str, Any] = {"_id": ObjectId(), "run_id": self.run_id, "kind": self.kind, "first": min(indexes),
+                                  "last": max(indexes), "n": len(indexes)}
+        if not _evenly_spaced(indexes):  # a fifth of a step bucket's values, and of the server's work on it
+            bucket[self.kind] = list(indexes)
+        bucket.update(time=list(times), metrics=columns)
         nulls = {name: [i for i, value in enumerate(column) if value is None and name in values[i]]
                  for name, column in columns.items() if None in column}
         nulls = {name: positions for name, positions in nulls.items() if positions}
@@ -152,6 +216,21 @@ class MetricSeries:
             bucket["nulls"] = nulls
         bucket[HUB] = self._project.stamp()
         return bucket
+
+
+def _evenly_spaced(indexes: list[int]) -> bool:
+    """True when ``indexes`` are ``range(first, last + 1, stride)``: first, last and n say them all."""
+    first, last, n = indexes[0], indexes[-1], len(indexes)
+    if n == 1:
+        return True
+    if last <= first or (last - first) % (n - 1):
+        return False
+    return indexes == list(range(first, last + 1, (last - first) // (n - 1)))
+
+
+def _spaced(first: int, last: int, n: int) -> list[int]:
+    """The indexes of a bucket stored without its index column (see _evenly_spaced)."""
+    return [first] if n == 1 else list(range(first, last + 1, (last - first) // (n - 1)))
 
 
 def _millis(when: dt.datetime) -> dt.datetime:
@@ -182,8 +261,9 @@ class _Chunk:
             return cls([p[kind] for p in points], [p.get("time") for p in points],
                        {name: [p.get(name) for p in points] for name in names},
                        {name: [i for i, p in enumerate(points) if name in p and p[name] is None] for name in names})
-        return cls(list(bucket[kind]), list(bucket["time"]), dict(bucket.get("metrics") or {}),
-                   dict(bucket.get("nulls") or {}))
+        indexes = bucket.get(kind)
+        return cls(_spaced(bucket["first"], bucket["last"], bucket["n"]) if indexes is None else list(indexes),
+                   list(bucket["time"]), dict(bucket.get("metrics") or {}), dict(bucket.get("nulls") or {}))
 
     def increasing(self, after: int) -> bool:
         """True when every index is greater than ``after`` and than the one before it."""
@@ -216,9 +296,9 @@ def _chunks(collection: Collection, run_ids: Sequence[ObjectId], kind: str,
     query: dict[str, Any] = {"run_id": ids[0] if len(ids) == 1 else {"$in": ids}, "kind": kind}
     if at is not None:
         query.update(first={"$lte": at}, last={"$gte": at})
-    # Only what a reader needs (not _hub, n, first, last); no server-side sort: the order that
+    # Only what a reader needs (not _hub, kind); no server-side sort: the order that
     # matters is insertion order, which the ObjectIds give (sorted here, for free).
-    projection = {"run_id": 1, kind: 1, "time": 1, "metrics": 1, "nulls": 1, "points": 1}
+    projection = {"run_id": 1, "first": 1, "last": 1, "n": 1, kind: 1, "time": 1, "metrics": 1, "nulls": 1, "points": 1}
     found: dict[ObjectId, list[tuple[ObjectId, _Chunk]]] = {run_id: [] for run_id in ids}
     for bucket in collection.find(query, projection):
         found.setdefault(bucket["run_id"], []).append((bucket["_id"], _Chunk.of_bucket(bucket, kind)))

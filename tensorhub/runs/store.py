@@ -129,15 +129,16 @@ class RunStore:
         return doc
 
     def find(self, run_name: str | None = None, task_name: str | None = None, sort: Any = None,
-             limit: int = 0, /, **filters: Any) -> list[dict[str, Any]]:
+             limit: int = 0, projection: Mapping[str, Any] | None = None, /, **filters: Any) -> list[dict[str, Any]]:
+        """Runs matching ``filters``; ``projection`` (pymongo's) reads only some fields of each."""
         query = self.project.scope(build_query(filters, {PROJECT_FIELD}))
         if run_name is not None:
             query["run_name"] = run_name
         if task_name is not None:
             query["task_name"] = task_name
         order = normalize_sort(sort)
-        return list(self._runs.find(query, sort=NEWEST_FIRST if order is None else with_tiebreak(order),
-                                    limit=limit))
+        return list(self._runs.find(query, None if projection is None else dict(projection),
+                                    sort=NEWEST_FIRST if order is None else with_tiebreak(order), limit=limit))
 
     def of_task(self, task_id: ObjectId) -> list[dict[str, Any]]:
         """Every run of one task, first attempt first."""

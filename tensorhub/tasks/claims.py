@@ -127,11 +127,13 @@ def retrying(call: Callable[[], T], deadline: float) -> T:
 class ClaimBook:
     """Claims, leases and attempt endings for the tasks of one project."""
 
-    def __init__(self, tasks: Collection, claims: Collection, project: Project, on_end: OnEnd | None = None) -> None:
+    def __init__(self, tasks: Collection, claims: Collection, project: Project, on_end: OnEnd | None = None,
+                 on_pending: Callable[[], None] | None = None) -> None:
         self._tasks = tasks
         self._claims = claims
         self.project = project
         self._on_end = on_end
+        self._on_pending = on_pending  # a task went back to pending: wake idle runners
 
     def _ended(self, task_id: ObjectId, seq: int, outcome: str, error: dict[str, Any] | None) -> None:
         if self._on_end is None:
@@ -368,7 +370,10 @@ class ClaimBook:
         # The end ticket makes us the only party ending this attempt: close its run first, so a
         # reader who sees the task ended also sees its run ended.
         self._ended(task["_id"], seq, outcome.status, outcome.error)
-        return states.transition(self._tasks, task["_id"], RUNNING, target, guard, fields, inc or None)
+        moved = states.transition(self._tasks, task["_id"], RUNNING, target, guard, fields, inc or None)
+        if moved and target == PENDING and self._on_pending is not None:
+            self._on_pending()
+        return moved
 
     def cancel_running(self, task: dict[str, Any]) -> bool:
         """End a running attempt as cancelled; its runner sees the ended lease and kills the process."""

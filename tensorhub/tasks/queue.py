@@ -65,10 +65,11 @@ class TaskQueue:
         """``on_start``/``on_end`` are told when an attempt starts and ends (the facade opens and
         closes the attempt's run with them; this package knows nothing of runs)."""
         self._tasks = db["tasks"]
+        self._signals = db["task_signals"]
         self._blobs = blobs
         self.project = project
         self._on_start = on_start
-        self._book = ClaimBook(self._tasks, db["task_claims"], project, on_end)
+        self._book = ClaimBook(self._tasks, db["task_claims"], project, on_end, self.wake_runners)
 
     def ensure_indexes(self) -> None:
         c, p = self._tasks, PROJECT_FIELD
@@ -113,11 +114,13 @@ class TaskQueue:
                    blob_ids=[code["blob"]["id"]] if "blob" in code else [])}
         try:
             check_size({k: v for k, v in doc.items() if k != HUB} | {"code": code})
-            return self._tasks.insert_one(doc).inserted_id
+            task_id = self._tasks.insert_one(doc).inserted_id
         except BaseException:
             if "blob" in code:
                 self._blobs.delete([code["blob"]["id"]])
             raise
+        self.wake_runners()
+        return task_id
 
     def _code(self, script: str | os.PathLike[str] | None, source: str | None,
               function: Callable[..., Any] | None) -> dict[str, Any]:
@@ -213,6 +216,27 @@ class TaskQueue:
             if bar is not None:
                 bar.close()
 
+    def summary(self) -> list[dict[str, Any]]:
+        """Per task name: how many tasks are in each status, and the oldest pending one's creation.
+
+        One aggregation for the counts, then one indexed lookup per task name with pending tasks
+        (FerretDB v1 has no ``$min`` accumulator).
+        """
+        pipeline = [{"$match": self.project.scope()},
+                    {"$group": {"_id": {"task_name": "$task_name", "status": "$status"}, "n": {"$sum": 1}}}]
+        rows: dict[Any, dict[str, Any]] = {}
+        for group in self._tasks.aggregate(pipeline):
+            name = group["_id"].get("task_name")
+            row = rows.setdefault(name, {"task_name": name, **dict.fromkeys(states.STATES, 0),
+                                         "oldest_pending": None})
+            row[group["_id"]["status"]] = int(group["n"])
+        for name, row in rows.items():
+            if row[PENDING]:
+                oldest = self._tasks.find_one(self.project.scope({"task_name": name, "status": PENDING}),
+                                              {f"{HUB}.created_at": 1}, sort=[("_id", ASCENDING)])
+                row["oldest_pending"] = None if oldest is None else oldest[HUB]["created_at"]
+        return [rows[name] for name in sorted(rows, key=str)]
+
     def output(self, task_id: ObjectId | str) -> str:
         """The full stdout/stderr of a task's last attempt that ran on a runner."""
         task = self.get(task_id)
@@ -269,6 +293,8 @@ class TaskQueue:
                 {"attempt_limit": int(hub.get("attempts", 0)) + int(hub.get("max_attempts", 1)),
                  "finished_at": None, "result": None, "error": None,
                  "history": states.with_history(task, entry)})
+        if count:
+            self.wake_runners()
         return count
 
     def delete(self, task_name: str | None = None, /, **kwargs: Any) -> int:
@@ -326,9 +352,29 @@ class TaskQueue:
         """Return tasks whose runner stopped renewing its lease (by ``now``); how many were returned."""
         return self._book.reap_expired(now)
 
+    def wake_runners(self) -> None:
+        """Tell idle runners there may be work: a new token on the project's signal document.
+
+        Idle runners read that one document by ``_id`` about once a second (a lookup every server
+        pushes down), instead of querying the task collection; a token, not a counter, because a
+        lost concurrent update still leaves a changed token.
+        """
+        self._signals.update_one({"_id": self._signal_id()}, {"$set": {"token": ObjectId(), "at": utcnow()}},
+                                 upsert=True)
+
+    def signal(self) -> Any:
+        """The project's current signal token (None before any task was queued)."""
+        doc = self._signals.find_one({"_id": self._signal_id()}, {"token": 1})
+        return None if doc is None else doc.get("token")
+
+    def _signal_id(self) -> str:
+        return f"tasks/{self.project.name or ''}"  # "" is the project None (no project may be named "")
+
     def watch(self, **options: Any) -> Any:
-        """A change stream of inserted and changed tasks (MongoDB replica sets only)."""
-        pipeline = [{"$match": {"operationType": {"$in": ["insert", "update", "replace"]}}}]
+        """A change stream of tasks becoming pending (MongoDB replica sets only): new tasks, retries,
+        requeues — not every claim and finish, which would wake every runner for nothing."""
+        pipeline = [{"$match": {"$or": [{"operationType": "insert"},
+                                        {"updateDescription.updatedFields.status": PENDING}]}}]
         return self._tasks.watch(pipeline, **options)
 
     def function_bytes(self, claim: Claim) -> bytes | None:

@@ -1,0 +1,123 @@
+"""The fleet: runner processes register, show what each slot runs, exit cleanly or are shown lost;
+an idle runner costs one lookup by _id per poll interval."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from pymongo import monitoring
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def runners(server_uri: str) -> Iterator[Callable[..., subprocess.Popen]]:
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "tensorhub.cli", "runner", "--uri", server_uri,
+                                 "--project", "test", "--lease-seconds", "3", "--poll-interval", "0.2",
+                                 "--log-level", "WARNING", *args], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def test_runners_register_show_their_slots_and_are_flagged_lost_or_stopped(server_hub, server_uri, runners):
+    gpu_box = runners("--gpus", "3,5")
+    cpu_box = runners("--task-name", "other")
+    wait_until(lambda: len(server_hub.runners()) == 2, 60, "two registrations")
+    by_pid = {r.pid: r for r in server_hub.runners()}
+    assert by_pid[gpu_box.pid].gpus == ["3", "5"] and len(by_pid[gpu_box.pid].slots) == 2
+    assert by_pid[cpu_box.pid].task_filter == {"task_name": "other"}
+    assert all(r.state == "running" and r.version for r in by_pid.values())
+
+    task_id = server_hub.create_task("long", source="import time\ntime.sleep(30)")
+    wait_until(lambda: any(s.get("task_id") == task_id for r in server_hub.runners() for s in r.slots),
+               60, "the registry to show the slot running the task")
+    frame = server_hub.runners(as_frame=True)
+    assert set(frame["state"]) == {"running"} and frame["slots"].str.contains("long").any()
+
+    cpu_box.send_signal(signal.SIGTERM)       # a clean exit is recorded
+    cpu_box.wait(timeout=60)
+    gpu_box.send_signal(signal.SIGKILL)       # a dead runner is shown as lost after its lease
+    gpu_box.wait()
+    states = wait_until(lambda: (lambda s: s if s == {cpu_box.pid: "stopped", gpu_box.pid: "lost"} else None)(
+        {r.pid: r.state for r in server_hub.runners()}), 30, "stopped and lost states")
+    assert states
+    lost = next(r for r in server_hub.runners() if r.state == "lost")
+    assert lost.heartbeat_age > 3
+
+    out = subprocess.run([sys.executable, "-m", "tensorhub.cli", "status", "--uri", server_uri, "--project", "test"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT, env={"COLUMNS": "200", "PATH": ""})
+    assert out.returncode == 0, out.stderr
+    assert "lost" in out.stdout and "stopped" in out.stdout and "long" in out.stdout
+    assert server_hub.fleet.forget_old(older_than=__import__("datetime").timedelta(0)) == 2
+    assert server_hub.runners() == []
+
+
+class Commands(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.seen: Counter[tuple[str, str]] = Counter()
+        self.lock = threading.Lock()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        collection = event.command.get(event.command_name)
+        with self.lock:
+            self.seen[(event.command_name, str(collection))] += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_an_idle_runner_reads_one_document_by_id_per_poll(server_uri):
+    from tensorhub import TensorHub
+    from tensorhub.runner.daemon import Runner, RunnerConfig
+
+    commands = Commands()
+    hub = TensorHub(server_uri, project_name="test", event_listeners=[commands])
+    runner = Runner(hub, RunnerConfig(lease_seconds=30, poll_interval=0.25))
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    time.sleep(2.0)                     # settle: registration, the first look for work
+    with commands.lock:
+        commands.seen.clear()
+    time.sleep(3.0)                     # idle
+    with commands.lock:
+        idle = dict(commands.seen)
+    hub.create_task("wake", source="x = 1", saved_result_keys=["x"])
+    wait_until(lambda: hub.get_task(hub.find_tasks("wake")[0].id).status == "finished", 30, "the task to run")
+    runner.stop(now=True)
+    thread.join(timeout=30)
+    hub.close()
+    signal_reads = idle.get(("find", "task_signals"), 0)
+    assert 6 <= signal_reads <= 14                                  # ~ one per 0.25 s
+    assert sum(idle.values()) <= signal_reads + 3                   # + a registry heartbeat or a reap
+    assert ("find", "tasks") not in idle and ("aggregate", "tasks") not in idle   # no task queries idle
