@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import bson
-import numpy as np
 
 from tensorhub.errors import DocumentTooLarge, InvalidArgument, InvalidField, ReservedField
 
@@ -47,7 +47,9 @@ def to_bson_value(value: Any, key: str) -> Any:
     >>> to_bson_value({"lr": np.float32(0.5), "layers": (64, 32)}, "hp")
     {'lr': 0.5, 'layers': [64, 32]}
     """
-    if isinstance(value, np.generic):  # first: np.float64 is also a float, np.str_ also a str
+    np = sys.modules.get("numpy")  # numpy values exist only once numpy is imported: a task's
+    # process that never imports it does not pay for it here
+    if np is not None and isinstance(value, np.generic):  # first: np.float64 is also a float
         return _numpy_scalar(value, key)
     if isinstance(value, _PLAIN):
         return value
@@ -62,7 +64,7 @@ def to_bson_value(value: Any, key: str) -> Any:
         return {_check_name(k, f"{key}.{k}"): to_bson_value(v, f"{key}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_bson_value(v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, np.ndarray):
+    if np is not None and isinstance(value, np.ndarray):
         if value.size > ARRAY_FIELD_LIMIT:
             raise InvalidField(f"field {key!r}: a {value.shape} array is too large for a field; "
                                "save it as a dataset instead")
@@ -87,7 +89,9 @@ def _finite(value: float, key: str) -> float:
     return value
 
 
-def _numpy_scalar(value: np.generic, key: str) -> Any:
+def _numpy_scalar(value: Any, key: str) -> Any:
+    import numpy as np
+
     if isinstance(value, np.complexfloating):
         raise InvalidField(f"field {key!r}: complex numbers cannot be stored in MongoDB; "
                            "store the real and imaginary parts as two numbers")

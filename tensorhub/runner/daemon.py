@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from tensorhub.hub import TensorHub
 
 log = logging.getLogger("tensorhub.runner")
-SUPERVISE_SLICE = 0.1  # seconds between looks at running children
+SUPERVISE_SLICE = 0.05  # seconds between looks at running children (local syscalls only)
 REGISTRY_BEAT = 10.0   # renew the runner's registration at least this often (and every third of a lease)
 SAFETY_NET_LOOK = 30.0  # look for work this often even if the queue signal never changed
 
@@ -189,8 +189,8 @@ class Runner:
             return False
         now = time.monotonic()
         if self._wakeup.take_woken() or self._look or now >= self._next_look:
+            # Looking anyway: no need to read the signal (a stale token costs one extra look later).
             self._look = False
-            self._seen_signal = self.queue.signal()
         else:
             token = self.queue.signal()
             if token == self._seen_signal:
@@ -218,7 +218,7 @@ class Runner:
             runner = {**self.identity, "gpu": slot.gpu}
             try:
                 claim = self.queue.claim_next(runner, self.config.lease_seconds, self.config.task_name,
-                                              self.config.query, self.config.allow_pickle)
+                                              self.config.query, self.config.allow_pickle, spread=True)
             except ClaimInDoubt as doubt:
                 log.warning("%s; it will be handed back when the server answers", doubt)
                 self._in_doubt.append(doubt)

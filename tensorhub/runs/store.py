@@ -58,7 +58,7 @@ class RunStore:
     def create(self, run_name: str, hyper_parameters: Mapping[str, Any] | None = None, *, kind: str = "script",
                parent_run_id: ObjectId | None = None, task: Mapping[str, Any] | None = None,
                seq: int | None = None, runner: Mapping[str, Any] | None = None,
-               fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
+               fields: Mapping[str, Any] | None = None, run_id: ObjectId | None = None) -> dict[str, Any]:
         """Insert a new running run; returns its document."""
         if not isinstance(run_name, str) or not run_name:
             raise InvalidArgument(f"a run needs a name, got {run_name!r}")
@@ -66,7 +66,7 @@ class RunStore:
             raise InvalidArgument(f"hyper_parameters must be a dict, got {type(hyper_parameters).__name__}")
         now = utcnow()
         doc: dict[str, Any] = {
-            "run_name": run_name, "status": RUNNING,
+            "_id": run_id or ObjectId(), "run_name": run_name, "status": RUNNING,
             "hyper_parameters": to_bson_value(dict(hyper_parameters or {}), "hyper_parameters"),
             "task_id": task["_id"] if task else None, "task_name": task.get("task_name") if task else None,
             "attempt": int(task[HUB].get("attempts", 0)) if task else None, "parent_run_id": parent_run_id,
@@ -75,28 +75,32 @@ class RunStore:
             "datasets": [], "models": [], "log_status": {},
             **clean_fields(fields or {}, RESERVED, RESERVED),
             HUB: self.project.stamp(created_at=now, kind=kind, seq=seq)}
-        doc["_id"] = self._runs.insert_one(doc).inserted_id
+        self._runs.insert_one(doc)
         return doc
 
     def open_attempt(self, task: Mapping[str, Any], seq: int, runner: Mapping[str, Any]) -> ObjectId:
-        """The run of a task attempt that is about to start; its parent is the previous attempt's run."""
-        previous = self._runs.find_one({"task_id": task["_id"], f"{HUB}.seq": {"$lt": seq}}, {"status": 1},
-                                       sort=[("task_id", ASCENDING), (f"{HUB}.seq", DESCENDING)])
-        if previous is not None and previous.get("status") == RUNNING:  # its runner died: say so
-            self.close(previous["_id"], LOST, {"type": "RunnerLost", "message": "the attempt ended without its runner"})
+        """Insert the run of a task attempt that is about to start (one write: the claim chose its
+        id and stamped the previous attempt's run on the task as its parent)."""
+        hub = task[HUB]
         doc = self.create(str(task.get("task_name")), task.get("hyper_parameters"), kind="task",
-                          parent_run_id=None if previous is None else previous["_id"], task=task, seq=seq,
-                          runner=runner)
+                          parent_run_id=hub.get("parent_run_id"), task=task, seq=seq, runner=runner,
+                          run_id=hub.get("run_id"))
         return doc["_id"]
+
+    def started_attempts(self, attempts: list[tuple[ObjectId, int]]) -> set[tuple[ObjectId, int]]:
+        """Which (task id, round) attempts have a run, i.e. were started (one query)."""
+        wanted = set(attempts)
+        found = self._runs.find({"task_id": {"$in": list({t for t, _ in attempts})}}, {"task_id": 1, f"{HUB}.seq": 1})
+        return {(doc["task_id"], doc[HUB].get("seq")) for doc in found} & wanted
 
     def close_attempt(self, task_id: ObjectId, seq: int, outcome: str, error: Mapping[str, Any] | None) -> None:
         """Close the run of an ended task attempt with the attempt's outcome."""
         status = {"finished": FINISHED, "handed_back": HANDED_BACK, "cancelled": CANCELLED}.get(outcome, FAILED)
         if error and error.get("type") in LOST_REASONS:
             status = LOST
-        doc = self._runs.find_one({"task_id": task_id, f"{HUB}.seq": seq}, {"_id": 1})
-        if doc is not None:
-            self.close(doc["_id"], status, error)
+        now = utcnow()  # one conditional update; a run already closed (or never opened) matches nothing
+        self._runs.update_one({"task_id": task_id, f"{HUB}.seq": seq, "status": RUNNING},
+                              {"$set": {"status": status, "ended_at": now, "error": dict(error) if error else None}})
 
     def close(self, run_id: ObjectId, status: str, error: Mapping[str, Any] | None = None) -> bool:
         """End a running run (a no-op for one already closed)."""

@@ -7,6 +7,7 @@ the output log, write the outcome fenced by the claim's token, drop what got sup
 """
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ from tensorhub.tasks.queue import TaskQueue
 
 FENCE_FRACTION = 0.8   # stop our task when 80% of the lease passed without a renewal
 BEATS_PER_LEASE = 3
+INLINE_LOG_BYTES = 2000  # a log this small is kept whole in the task's output tail
 
 
 class Attempt:
@@ -70,7 +72,11 @@ class Attempt:
         lease was lost first (the outcome is then dropped, and the stored log with it)."""
         claim = self.claim
         if log_path is not None and self.log_ref is None:
-            self.log_ref = self.queue.store_output_log(log_path, claim.task_id, claim.attempt)
+            if os.path.getsize(log_path) <= INLINE_LOG_BYTES:
+                # The whole log is the tail the outcome already carries: no blob (two writes saved).
+                outcome.output = {**(outcome.output or {}), "whole": True}
+            else:
+                self.log_ref = self.queue.store_output_log(log_path, claim.task_id, claim.attempt)
         if self.queue.finish(claim, outcome, self.log_ref):
             previous = ((claim.task[HUB].get("output") or {}).get("log") or {}).get("id")
             if previous is not None and (self.log_ref is None or previous != self.log_ref["id"]):

@@ -14,14 +14,16 @@ a lease that expires before its runner ever started the code is a lost round, no
 """
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import logging
 import os
+import random
 import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from bson import ObjectId
@@ -49,6 +51,8 @@ T = TypeVar("T")
 log = logging.getLogger("tensorhub.tasks")
 # Told when an attempt ends: (task id, round, "finished"|"failed"|"handed_back"|"cancelled", error).
 OnEnd = Callable[[ObjectId, int, str, "dict[str, Any] | None"], None]
+# Which of these (task id, round) attempts have started (their run exists), for the reaper.
+Started = Callable[[list[tuple[ObjectId, int]]], set[tuple[ObjectId, int]]]
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Claim:
     runner: dict[str, Any]
     lease_seconds: float
     run_id: ObjectId | None = None    # the attempt's run, once it started
+    claimed_at: float = field(default_factory=time.monotonic)
 
     @property
     def task_id(self) -> ObjectId:
@@ -128,12 +133,13 @@ class ClaimBook:
     """Claims, leases and attempt endings for the tasks of one project."""
 
     def __init__(self, tasks: Collection, claims: Collection, project: Project, on_end: OnEnd | None = None,
-                 on_pending: Callable[[], None] | None = None) -> None:
+                 on_pending: Callable[[], None] | None = None, started: Started | None = None) -> None:
         self._tasks = tasks
         self._claims = claims
         self.project = project
         self._on_end = on_end
         self._on_pending = on_pending  # a task went back to pending: wake idle runners
+        self._started = started        # attempts whose start was recorded elsewhere (their run)
 
     def _ended(self, task_id: ObjectId, seq: int, outcome: str, error: dict[str, Any] | None) -> None:
         if self._on_end is None:
@@ -148,55 +154,72 @@ class ClaimBook:
 
     # -- claiming ------------------------------------------------------------------------------
     def claim_next(self, query: dict[str, Any], runner: dict[str, Any], lease_seconds: float,
-                   sort: list[tuple[str, int]] | None = None) -> Claim | None:
+                   sort: list[tuple[str, int]] | None = None, spread: bool = False) -> Claim | None:
         """Claim the first pending task matching ``query`` (priority, then age), or return None.
 
         Raises :class:`ClaimInDoubt` when the server stopped answering halfway through a claim.
         """
         filter_ = self.project.scope({**query, "status": PENDING})
-        for candidate in self._tasks.find(filter_, {f"{HUB}.seq": 1}, sort=sort or CLAIM_ORDER,
-                                          limit=CANDIDATES_PER_CLAIM):
-            seq = int(candidate.get(HUB, {}).get("seq", 0))
-            claim = self._try_claim(candidate["_id"], seq, runner, lease_seconds)
+        candidates = list(self._tasks.find(filter_, sort=sort or CLAIM_ORDER, limit=CANDIDATES_PER_CLAIM))
+        if spread:
+            candidates = _spread(candidates)
+        for candidate in candidates:
+            claim = self._try_claim(candidate, runner, lease_seconds)
             if claim is not None:
                 return claim
         return None
 
-    def _try_claim(self, task_id: ObjectId, seq: int, runner: dict[str, Any],
-                   lease_seconds: float) -> Claim | None:
+    def _try_claim(self, candidate: dict[str, Any], runner: dict[str, Any], lease_seconds: float) -> Claim | None:
+        """Take the candidate's next round. The candidate document was read with the find, so a
+        claim whose replies all arrive costs two commands: the ticket and the task update."""
+        task_id, seq = candidate["_id"], int(candidate[HUB].get("seq", 0))
         token, now = uuid.uuid4().hex, utcnow()
+        started = time.monotonic()
         ticket = states.claim_ticket(task_id, seq + 1)
         deadline = time.monotonic() + lease_seconds / 2
+        tries = iter(range(1_000_000))
         try:
             won = retrying(lambda: states.take_ticket(
-                self._claims, ticket, token, task_id=task_id, project=self.project.name, seq=seq + 1,
-                purpose="run", runner=runner, heartbeat_at=now,
+                self._claims, ticket, token, retry=next(tries) > 0, task_id=task_id, project=self.project.name,
+                seq=seq + 1, purpose="run", runner=runner, heartbeat_at=now,
                 expires_at=now + dt.timedelta(seconds=lease_seconds)), deadline)
             if not won:
                 self._skip_stale_claim(task_id, seq, ticket, now)
                 return None  # someone else claimed (or cancelled) this round first
-            doc = retrying(lambda: self._enter_running(task_id, seq, token, runner, now), deadline)
+            doc = retrying(lambda: self._enter_running(candidate, seq, token, runner, now), deadline)
             if doc is None:
                 return None
             claim = Claim(doc, seq + 1, token, runner, lease_seconds)
-            if retrying(lambda: self._ended_by_other(claim), deadline):
+            # A round is only ever skipped as stale STALE_TICKET after its ticket was taken: a
+            # claim that got here well before that cannot have been skipped.
+            slow = time.monotonic() - started > STALE_TICKET.total_seconds() / 2
+            if slow and retrying(lambda: self._ended_by_other(claim), deadline):
                 return None  # skipped as stale while we were slow
             return claim
         except ConnectionFailure:
             raise ClaimInDoubt(task_id, seq + 1, token) from None
 
-    def _enter_running(self, task_id: ObjectId, seq: int, token: str, runner: dict[str, Any],
+    def _enter_running(self, candidate: dict[str, Any], seq: int, token: str, runner: dict[str, Any],
                        now: dt.datetime) -> dict[str, Any] | None:
-        """Move the task into ``running`` under our token, or adopt that an earlier try did."""
+        """Move the task into ``running`` under our token, or adopt that an earlier try did.
+
+        The attempt's run id is chosen here and stamped on the task with the previous one as its
+        parent, so opening and closing the run later are one write each, with no lookups.
+        """
+        task_id = candidate["_id"]
         ticket = states.claim_ticket(task_id, seq + 1)
-        states.transition(
-            self._tasks, task_id, PENDING, RUNNING, guard={"seq": seq},
-            set_fields={"seq": seq + 1, "lease": {"ticket": ticket, "token": token}, "runner": runner,
-                        "started_at": now, "finished_at": None},
-            inc={"attempts": 1})
-        doc = self._tasks.find_one({"_id": task_id})
-        if doc is not None and doc.get("status") == RUNNING and _lease_token(doc) == token:
-            return doc
+        fields = {"seq": seq + 1, "lease": {"ticket": ticket, "token": token}, "runner": runner,
+                  "started_at": now, "finished_at": None, "run_id": ObjectId(),
+                  "parent_run_id": candidate[HUB].get("run_id")}
+        if states.transition(self._tasks, task_id, PENDING, RUNNING, guard={"seq": seq}, set_fields=fields,
+                             inc={"attempts": 1}):
+            claimed = copy.deepcopy(candidate)  # what the update made of it, without reading it back
+            claimed["status"] = RUNNING
+            claimed[HUB].update(fields, attempts=int(candidate[HUB].get("attempts", 0)) + 1)
+            return claimed
+        found = self._tasks.find_one({"_id": task_id})  # a lost reply, or someone else: look
+        if found is not None and found.get("status") == RUNNING and _lease_token(found) == token:
+            return found
         # Deleted, cancelled or skipped meanwhile: close the round so nothing waits on it.
         states.take_ticket(self._claims, states.end_ticket(task_id, seq + 1), token, task_id=task_id,
                            by="claim-abandoned")
@@ -240,6 +263,11 @@ class ClaimBook:
             self._skip_round(doubt.task_id, seq, "lost round: the runner lost the server's replies")
 
     # -- leases --------------------------------------------------------------------------------
+    def renewal_due(self, claim: Claim) -> bool:
+        """True when the claim took long enough that its lease must be renewed (and its round
+        checked) before the code starts."""
+        return time.monotonic() - claim.claimed_at > claim.lease_seconds / 4
+
     def begin(self, claim: Claim) -> bool:
         """Record that the attempt's code is about to run (and renew the lease); False if lost.
 
@@ -283,21 +311,21 @@ class ClaimBook:
         tickets = [states.claim_ticket(t["_id"], int(t[HUB].get("seq", 0))) for t in running]
         leases = {doc["_id"]: doc for doc in self._claims.find({"_id": {"$in": tickets}},
                                                                {"expires_at": 1, "started_at": 1})}
-        reaped = 0
-        for task, ticket in zip(running, tickets, strict=True):
-            lease = leases.get(ticket)
-            if lease is not None and _aware(lease["expires_at"]) > now:
-                continue
-            reaped += self._reap(task, lease, now)
-        return reaped
+        expired = [(task, leases.get(ticket)) for task, ticket in zip(running, tickets, strict=True)
+                   if leases.get(ticket) is None or _aware(leases[ticket]["expires_at"]) <= now]
+        pairs = [(task["_id"], int(task[HUB].get("seq", 0))) for task, _ in expired]
+        started = self._started(pairs) if self._started is not None and pairs else set()
+        return sum(self._reap(task, lease, now, pair in started) for (task, lease), pair
+                   in zip(expired, pairs, strict=True))
 
-    def _reap(self, task: dict[str, Any], lease: dict[str, Any] | None, now: dt.datetime) -> bool:
+    def _reap(self, task: dict[str, Any], lease: dict[str, Any] | None, now: dt.datetime,
+              run_started: bool = False) -> bool:
         seq = int(task[HUB].get("seq", 0))
         if not states.take_ticket(self._claims, states.end_ticket(task["_id"], seq), uuid.uuid4().hex,
                                   task_id=task["_id"], by="reaper"):
             return self._finish_stale_end(task, seq, now)
         runner = (task[HUB].get("runner") or {}).get("id", "?")
-        if lease is not None and lease.get("started_at") is None:
+        if lease is not None and lease.get("started_at") is None and not run_started:
             reason = f"lost round: runner {runner} claimed the task but never started it"
             return self._end(task, seq, Outcome("handed_back", reason=reason))
         error = {"type": "LeaseExpired",
@@ -324,12 +352,12 @@ class ClaimBook:
         if not states.take_ticket(self._claims, states.end_ticket(claim.task_id, claim.seq), claim.token,
                                   task_id=claim.task_id, by="runner"):
             return False
-        task = self._tasks.find_one({"_id": claim.task_id}, {f"{HUB}.code.source": 0})
-        if task is None:
-            return False
-        if task.get("status") != RUNNING or int(task[HUB].get("seq", 0)) != claim.seq:
-            return _lease_token(task) is None and task[HUB].get("ended_by") == claim.token
-        return self._end(task, claim.seq, outcome, token=claim.token, extra_blob_ids=extra_blob_ids)
+        # While we hold the lease, nobody else writes the task (enders need the end ticket we now
+        # hold), so the claimed document is still what the server has: no need to read it back.
+        if self._end(claim.task, claim.seq, outcome, token=claim.token, extra_blob_ids=extra_blob_ids):
+            return True
+        task = self._tasks.find_one({"_id": claim.task_id}, {f"{HUB}.ended_by": 1, f"{HUB}.lease": 1})
+        return task is not None and _lease_token(task) is None and task[HUB].get("ended_by") == claim.token
 
     def _end(self, task: dict[str, Any], seq: int, outcome: Outcome, token: str | None = None,
              extra_blob_ids: list[ObjectId] | None = None) -> bool:
@@ -413,6 +441,17 @@ class ClaimBook:
     def forget(self, task_id: ObjectId) -> None:
         """Delete every ticket of a deleted task."""
         self._claims.delete_many({"task_id": task_id})
+
+
+def _spread(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The candidates of the highest priority in random order, then the rest: many runners
+    claiming at once then mostly try different tasks instead of racing for the first one."""
+    if not candidates:
+        return candidates
+    top = candidates[0][HUB].get("priority", 0)
+    first = [c for c in candidates if c[HUB].get("priority", 0) == top]
+    random.shuffle(first)
+    return first + [c for c in candidates if c[HUB].get("priority", 0) != top]
 
 
 def _lease_token(doc: dict[str, Any]) -> str | None:

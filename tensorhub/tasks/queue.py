@@ -32,7 +32,7 @@ from tensorhub.fields import (
 )
 from tensorhub.project import PROJECT_FIELD, Project
 from tensorhub.tasks import states
-from tensorhub.tasks.claims import Claim, ClaimBook, ClaimInDoubt, OnEnd, Outcome
+from tensorhub.tasks.claims import Claim, ClaimBook, ClaimInDoubt, OnEnd, Outcome, Started
 from tensorhub.tasks.model import Task
 from tensorhub.tasks.states import ACTIVE, CANCELLED, DONE, FAILED, FINISHED, PENDING, RUNNING
 
@@ -61,7 +61,7 @@ class TaskQueue:
     """
 
     def __init__(self, db: Database, blobs: BlobStore, project: Project,
-                 on_start: OnStart | None = None, on_end: OnEnd | None = None) -> None:
+                 on_start: OnStart | None = None, on_end: OnEnd | None = None, started: Started | None = None) -> None:
         """``on_start``/``on_end`` are told when an attempt starts and ends (the facade opens and
         closes the attempt's run with them; this package knows nothing of runs)."""
         self._tasks = db["tasks"]
@@ -69,7 +69,7 @@ class TaskQueue:
         self._blobs = blobs
         self.project = project
         self._on_start = on_start
-        self._book = ClaimBook(self._tasks, db["task_claims"], project, on_end, self.wake_runners)
+        self._book = ClaimBook(self._tasks, db["task_claims"], project, on_end, self.wake_runners, started)
 
     def ensure_indexes(self) -> None:
         c, p = self._tasks, PROJECT_FIELD
@@ -240,7 +240,10 @@ class TaskQueue:
     def output(self, task_id: ObjectId | str) -> str:
         """The full stdout/stderr of a task's last attempt that ran on a runner."""
         task = self.get(task_id)
-        log = (task.output or {}).get("log")
+        output = task.output or {}
+        log = output.get("log")
+        if not log and output.get("whole"):
+            return str(output.get("tail") or "")  # short enough to be kept whole in the document
         if not log:
             raise NotFound(f"task {task_id} has no stored output (not run by a runner yet?)")
         return self._blobs.read_bytes(log["id"]).decode("utf-8", errors="replace")
@@ -314,10 +317,11 @@ class TaskQueue:
     # -- the runner's side ---------------------------------------------------------------------
     def claim_next(self, runner: dict[str, Any], lease_seconds: float = defaults.LEASE_SECONDS,
                    task_name: str | None = None, query: Mapping[str, Any] | None = None,
-                   allow_pickle: bool = False, sort: Any = None) -> Claim | None:
+                   allow_pickle: bool = False, sort: Any = None, spread: bool = False) -> Claim | None:
         """Claim the top runnable pending task (priority, then age, unless ``sort``), or None.
 
-        Function tasks (dill) are only claimed with ``allow_pickle``. Raises
+        Function tasks (dill) are only claimed with ``allow_pickle``; ``spread`` (for fleets of
+        runners) picks among the top candidates at random, so runners rarely race for one. Raises
         :class:`~tensorhub.tasks.claims.ClaimInDoubt` if the server stopped answering mid-claim.
         """
         filter_ = build_query(query or {}, NOT_QUERYABLE)
@@ -325,14 +329,17 @@ class TaskQueue:
             filter_["task_name"] = task_name
         filter_[NEEDS_PICKLE] = {"$in": [False, True] if allow_pickle else [False]}
         order = normalize_sort(sort)
-        return self._book.claim_next(filter_, runner, lease_seconds, None if order is None else with_tiebreak(order))
+        return self._book.claim_next(filter_, runner, lease_seconds, None if order is None else with_tiebreak(order),
+                                     spread=spread)
 
     def begin(self, claim: Claim) -> bool:
         """Mark the claimed attempt as started, just before its code runs; False if it was lost."""
-        started = self._book.begin(claim)
-        if started and self._on_start is not None:
+        if (self._on_start is None or self._book.renewal_due(claim)) and not self._book.begin(claim):
+            return False
+        if self._on_start is not None:
+            # The run's insert is the start mark: the reaper counts an attempt whose run exists.
             claim.run_id = self._on_start(claim.task, claim.seq, claim.runner)
-        return started
+        return True
 
     def heartbeat(self, claim: Claim) -> bool:
         """Renew the claim's lease; False once the attempt was ended elsewhere (stop the code)."""

@@ -67,16 +67,19 @@ def end_ticket(task_id: ObjectId, seq: int) -> str:
     return f"{task_id}/{seq}/end"
 
 
-def take_ticket(claims: Collection, ticket: str, owner: str, **fields: Any) -> bool:
+def take_ticket(claims: Collection, ticket: str, owner: str, retry: bool = True, **fields: Any) -> bool:
     """Insert ``ticket`` for ``owner``; True for the one owner that wins it, False for everyone else.
 
     Asking again as the same owner is True again, so a caller whose insert reached the server but
-    whose answer was lost (a dropped connection, a late reply) can safely retry.
+    whose answer was lost (a dropped connection, a late reply) can safely retry. A first try
+    (``retry=False``) that finds the ticket taken knows it is someone else's without asking.
     """
     try:
         claims.insert_one({"_id": ticket, "owner": owner, "taken_at": utcnow(), **fields})
         return True
     except DuplicateKeyError:
+        if not retry:
+            return False
         return claims.find_one({"_id": ticket, "owner": owner}, {"_id": 1}) is not None
 
 

@@ -1,0 +1,1 @@
+"""Runs: task attempts and script sessions, their metrics, checkpoints, lineage and analysis."""
