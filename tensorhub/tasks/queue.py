@@ -46,6 +46,9 @@ SUMMARY_PROJECTION = {f"{HUB}.code.source": 0}
 OLDEST_FIRST = [("_id", ASCENDING)]  # ObjectIds grow with insertion time
 OUTPUT_LOG_LIMIT = 32 * 1024 * 1024  # a chatty task must not stall its runner's loop on upload
 NEEDS_PICKLE = f"{HUB}.needs_pickle"
+# The change-stream filter: a task was inserted, or an update set its status to pending.
+PENDING_CHANGES = [{"$match": {"$or": [{"operationType": "insert"},
+                                       {"updateDescription.updatedFields.status": PENDING}]}}]
 # Told when an attempt starts: (task document, round, runner) -> the id of the attempt's run.
 OnStart = Callable[[dict[str, Any], int, dict[str, Any]], Any]
 
@@ -380,9 +383,7 @@ class TaskQueue:
     def watch(self, **options: Any) -> Any:
         """A change stream of tasks becoming pending (MongoDB replica sets only): new tasks, retries,
         requeues — not every claim and finish, which would wake every runner for nothing."""
-        pipeline = [{"$match": {"$or": [{"operationType": "insert"},
-                                        {"updateDescription.updatedFields.status": PENDING}]}}]
-        return self._tasks.watch(pipeline, **options)
+        return self._tasks.watch(PENDING_CHANGES, **options)
 
     def function_bytes(self, claim: Claim) -> bytes | None:
         """The dill bytes of a function task (None for scripts)."""
