@@ -25,7 +25,7 @@ from tensorhub.fields import HUB
 from tensorhub.fleet import RunnerRecord, RunnerRegistry
 from tensorhub.logs import LogStore
 from tensorhub.project import PROJECT_FIELD, Project
-from tensorhub.records import Record, RecordStore, attach_record
+from tensorhub.records import Record, RecordStore, attach_record, records_frame
 from tensorhub.runs import analysis
 from tensorhub.runs.current import active_run
 from tensorhub.runs.run import Run
@@ -192,9 +192,12 @@ class TensorHub:
         self._note_datasets(records)
         return loaded
 
-    def list_datasets(self, dataset_name: str | None = None, sort: Any = None, **kwargs: Any) -> list[Record]:
-        """Matching dataset records (name, version, fields, size) without reading any bytes."""
-        return self._datasets.find(dataset_name, sort, **kwargs)
+    def list_datasets(self, dataset_name: str | None = None, sort: Any = None, as_frame: bool = False,
+                      **kwargs: Any) -> Any:
+        """Matching dataset records (name, version, fields, size) without reading any bytes; with
+        ``as_frame=True`` a DataFrame (your keywords as columns, nested ones dotted)."""
+        records = self._datasets.find(dataset_name, sort, **kwargs)
+        return records_frame(records, "dataset_name") if as_frame else records
 
     def delete_datasets(self, dataset_name: str | None = None, **kwargs: Any) -> int:
         """Delete matching datasets (and their bytes, unless another record shares them).
@@ -241,9 +244,16 @@ class TensorHub:
             return None
         return attach_record(record.load(allow_pickle), record)
 
-    def list_models(self, model_name: str | None = None, sort: Any = None, **kwargs: Any) -> list[Record]:
-        """Matching model records without loading weights; ``record.load()`` loads one."""
-        return self._models.find(model_name, sort, **kwargs)
+    def list_models(self, model_name: str | None = None, sort: Any = None, as_frame: bool = False,
+                    **kwargs: Any) -> Any:
+        """Matching model records without loading weights (``record.load()`` loads one); with
+        ``as_frame=True`` a DataFrame: your keywords as columns, and the run that saved each model.
+
+        >>> hub.list_models("mlp", as_frame=True)[["model_name", "version", "test_accuracy"]].values.tolist()
+        [['mlp', 2, 0.97], ['mlp', 1, 0.9]]
+        """
+        records = self._models.find(model_name, sort, **kwargs)
+        return records_frame(records, "model_name") if as_frame else records
 
     def delete_model(self, model_name: str | None = None, **kwargs: Any) -> int:
         """Delete matching models and their bytes; returns how many went."""

@@ -238,3 +238,23 @@ def attach_record(obj: Any, record: Record) -> Any:
         except (AttributeError, TypeError):
             return obj  # e.g. numpy arrays take no attributes: use list_models() records instead
     return obj
+
+
+def records_frame(records: list[Record], name_column: str) -> Any:
+    """Records as a DataFrame: id, name, version, creation, size, sha256, summary, the run that
+    saved it (if any), then the user's keywords (nested ones as dotted columns)."""
+    import pandas as pd
+
+    from tensorhub.fields import flatten
+
+    rows = []
+    for record in records:
+        saved_by = record.document[HUB].get("run") or {}
+        rows.append({"id": str(record.id), name_column: record.name, "version": record.version,
+                     "created_at": record.created_at, "size": record.size, "sha256": record.sha256,
+                     "summary": record.summary,
+                     "run_id": None if not saved_by else str(saved_by.get("run_id")),
+                     **flatten({k: v for k, v in record.fields.items() if k != "version"})})
+    first = ["id", name_column, "version", "created_at", "size", "sha256", "summary", "run_id"]
+    columns = first + [c for row in rows for c in row if c not in first]
+    return pd.DataFrame(rows, columns=list(dict.fromkeys(columns)))

@@ -168,3 +168,16 @@ def test_keras_callback_logs_epochs_and_checkpoints_deduplicated(hub):
     assert initial_epoch == 4
     np.testing.assert_allclose(resumed.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
     assert int(resumed.optimizer.iterations) == int(model.optimizer.iterations)  # optimizer state too
+
+
+def test_models_and_datasets_as_dataframes(hub):
+    hub.save_dataset(np.zeros(2), "d", split="train", meta={"source": "a"})
+    with hub.start_run("r") as run:
+        run.log_epoch(1, loss=0.1)
+        hub.save_model([np.ones(2)], "m", test_accuracy=0.9, hp={"lr": 0.1})
+    models = hub.list_models("m", as_frame=True)
+    assert models.loc[0, "test_accuracy"] == 0.9 and models.loc[0, "hp.lr"] == 0.1
+    assert models.loc[0, "run_id"] == str(run.id) and models.loc[0, "version"] == 1
+    datasets = hub.list_datasets(as_frame=True)
+    assert datasets.loc[0, "dataset_name"] == "d" and datasets.loc[0, "meta.source"] == "a"
+    assert datasets.loc[0, "split"] == "train" and datasets.loc[0, "size"] > 0
