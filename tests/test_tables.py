@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from bson import Binary, ObjectId
 
+from tensorhub.blobs import BlobStore
 from tensorhub.errors import CorruptBlob, InvalidArgument, InvalidField, NotFound, PickleNotAllowed, ReservedField
 from tensorhub.project import Project
 from tensorhub.tables import TableStore
@@ -18,7 +19,7 @@ METRICS = {"epoch": int, "loss": float, "phase": str, "best": bool}
 
 
 def open_store(hub) -> TableStore:
-    store = TableStore(hub.db, hub._blobs, Project(hub.project_name))
+    store = TableStore(hub.db, BlobStore(hub.db, hub.project_name), Project(hub.project_name))
     store.ensure_indexes()
     return store
 
@@ -29,8 +30,8 @@ def tables(hub) -> TableStore:
 
 
 def referenced_anywhere(hub, store):
-    """What the facade's is_referenced will be once tables are wired in."""
-    return lambda ids: hub._referenced(ids) | store.referenced(ids)
+    """Table rows' references (the facade adds those of records and tasks; here only tables hold blobs)."""
+    return store.referenced
 
 
 def test_append_update_flush_and_the_dataframe(tables):
@@ -145,7 +146,7 @@ def test_schema_round_trip_from_another_store(hub, tables):
 def test_another_project_does_not_see_the_tables(hub, tables):
     run_id = ObjectId()
     tables.add_table(run_id, "metrics", {"x": int}).append_row({"x": 1})
-    stranger = TableStore(hub.db, hub._blobs, Project("other"))
+    stranger = TableStore(hub.db, BlobStore(hub.db, "other"), Project("other"))
     assert stranger.tables(run_id) == []
     with pytest.raises(NotFound):
         stranger.get_table(run_id, "metrics")
@@ -306,6 +307,16 @@ def test_referenced_finds_the_blob_ids_of_rows(hub, tables):
     blob_ids = hub.db["run_tables"].find_one({"_hub.row": 0})["_hub"]["blob_ids"]
     stranger = ObjectId()
     assert tables.referenced([*blob_ids, stranger]) == set(blob_ids)
-    assert TableStore(hub.db, hub._blobs, Project("other")).referenced(blob_ids) == set(blob_ids)  # any project
-    assert hub._blobs.release(blob_ids, referenced_anywhere(hub, tables)) == 0   # still used: kept
+    assert TableStore(hub.db, BlobStore(hub.db, "other"), Project("other")).referenced(blob_ids) == set(blob_ids)
+    assert BlobStore(hub.db, hub.project_name).release(blob_ids, referenced_anywhere(hub, tables)) == 0  # kept
     assert table.get(1, "w") is None and table.df["w"][1] is None
+
+
+def test_a_run_has_tables_through_the_facade(hub):
+    with hub.start_run("with-tables") as run:
+        table = run.add_table("predictions", {"label": int, "p": float, "image": np.ndarray})
+        table.append_row({"label": 3, "p": 0.9, "image": np.eye(2)})
+    again = hub.get_run(run.id).get_table("predictions")
+    assert again.nrows == 1 and again.df.loc[0, "label"] == 3
+    np.testing.assert_array_equal(again.get(0, "image"), np.eye(2))
+    assert hub.find_orphan_blobs(older_than=__import__("datetime").timedelta(0)) == []  # rows' blobs are known
