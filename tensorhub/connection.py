@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
-import mongomock
 import pymongo
 from pymongo import uri_parser
 from pymongo.database import Database
@@ -27,7 +26,7 @@ from tensorhub.errors import ConnectionFailed, InvalidArgument
 MOCK_SCHEME = "mongomock://"
 SCHEMES = ("mongodb://", "mongodb+srv://", MOCK_SCHEME)
 
-_mock_clients: dict[str, mongomock.MongoClient] = {}
+_mock_clients: dict[str, Any] = {}  # host -> mongomock client (imported only for the embedded store)
 _mock_lock = threading.Lock()
 
 
@@ -150,6 +149,8 @@ def _connect_embedded(uri: str, display: str) -> Connection:
     _, _, _, rest = _split_credentials(uri)
     host, _, path = rest.partition("/")
     dbname = path.split("?", 1)[0] or defaults.DATABASE
+    import mongomock
+
     with _mock_lock:
         client = _mock_clients.get(host)
         if client is None:

@@ -13,11 +13,13 @@ tiny documents behind an index, never one document growing towards MongoDB's 16 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from pymongo import ASCENDING
 from pymongo.database import Database
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from tensorhub.errors import InvalidArgument
 from tensorhub.fields import HUB, build_query, clean_fields, normalize_sort, to_bson_value, utcnow, with_tiebreak
@@ -113,6 +115,7 @@ def _check_kind(kind: str) -> None:
 
 
 def _frame(docs: list[dict[str, Any]], first: list[str]) -> pd.DataFrame:
+    import pandas as pd
     frame = pd.json_normalize(docs) if docs else pd.DataFrame(columns=first)
     leading = [c for c in first if c in frame.columns]
     return frame[leading + [c for c in frame.columns if c not in leading]]

@@ -40,14 +40,15 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from tensorhub import payloads
 from tensorhub.blobs import BlobStore, IsReferenced
@@ -86,13 +87,24 @@ def _is_keras_class(cls: type) -> bool:
     return keras is not None and issubclass(cls, keras.Model)
 
 
+def _np_types(*names: str) -> tuple[type, ...]:
+    """numpy's scalar/array types, if numpy is loaded (no numpy loaded: no numpy values exist)."""
+    np = sys.modules.get("numpy")
+    return () if np is None else tuple(getattr(np, name) for name in names)
+
+
+def _is_dataframe(value: Any) -> bool:
+    pd = sys.modules.get("pandas")
+    return pd is not None and isinstance(value, pd.DataFrame)
+
+
 _ACCEPTS: dict[str, Callable[[Any], bool]] = {
-    "int": lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool),
-    "float": lambda v: isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool),
+    "int": lambda v: isinstance(v, (int, *_np_types("integer"))) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float, *_np_types("integer", "floating"))) and not isinstance(v, bool),
     "str": lambda v: isinstance(v, str),
-    "bool": lambda v: isinstance(v, (bool, np.bool_)),
-    "ndarray": lambda v: isinstance(v, np.ndarray),
-    "dataframe": lambda v: isinstance(v, pd.DataFrame),
+    "bool": lambda v: isinstance(v, (bool, *_np_types("bool_"))),
+    "ndarray": lambda v: isinstance(v, _np_types("ndarray")),
+    "dataframe": _is_dataframe,
     "keras": lambda v: _is_keras_class(type(v)),
     "object": lambda v: True,
 }
@@ -100,6 +112,8 @@ _ACCEPTS: dict[str, Callable[[Any], bool]] = {
 
 def _class_type_name(cls: type) -> str | None:
     """The column type of values of class ``cls``; None when only ``object`` would take them."""
+    import numpy as np
+    import pandas as pd
     if issubclass(cls, (bool, np.bool_)):  # first: bool is an int subclass
         return "bool"
     for name, bases in (("int", (int, np.integer)), ("float", (float, np.floating)), ("str", (str,)),
@@ -144,6 +158,7 @@ def _check_column_name(table: str, column: Any) -> str:
 
 def _summary(kind: str, tree: dict[str, Any]) -> str:
     """A one-line description of a stored value, for people browsing the row."""
+    import numpy as np
     info = tree.get("info", {})
     if tree["type"] == "blob" and kind == "ndarray" and "shape" in info:
         return f"npy {np.dtype(info['dtype']).name} {tuple(info['shape'])}"
@@ -243,6 +258,7 @@ class Table:
         return str(column)
 
     def _value(self, column: str, value: Any) -> Any:
+        import numpy as np
         kind = self._schema[column]
         if value is None:
             return None
@@ -266,6 +282,7 @@ class Table:
         ``allow_pickle`` (default: this handle's) is needed for values stored with dill.
         :class:`~tensorhub.errors.NotFound` if there is no such row.
         """
+        import numpy as np
         self._known(column)
         if isinstance(row_index, bool) or not isinstance(row_index, (int, np.integer)):
             raise InvalidArgument(f"table {self.name!r}: a row index is an int, got {_type_of(row_index)}")
@@ -283,6 +300,7 @@ class Table:
         ``load=False`` puts each blob's summary (``"npy float32 (28, 28)"``) in its cell instead
         of the value: fast, and nothing is downloaded.
         """
+        import pandas as pd
         names = list(self._schema) if columns is None else [self._known(c) for c in columns]
         docs = self._store._find_rows(self, names)
         rows = [int(doc[HUB]["row"]) for doc in docs]
@@ -293,6 +311,7 @@ class Table:
 
     def _column(self, column: str, stored: list[Any], rows: list[int], index: pd.Index, load: bool,
                 pickle: bool) -> pd.Series:
+        import pandas as pd
         kind, holes = self._schema[column], any(v is None for v in stored)
         # Built directly from the stored values: no per-cell inference, fast for long tables.
         if kind == "int":

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from typing import Any, BinaryIO
 
-import dill
-
 from tensorhub.codecs.base import Codec, register
 
 
@@ -17,10 +15,14 @@ class DillCodec(Codec):
         return True
 
     def encode(self, obj: Any, out: BinaryIO, allow_pickle: bool = False) -> dict[str, Any]:
+        import dill  # only for the explicit opt-in
+
         dill.dump(obj, out, recurse=True)
         return {"python_type": f"{type(obj).__module__}.{type(obj).__qualname__}"}
 
     def decode(self, src: BinaryIO, info: dict[str, Any]) -> Any:
+        import dill
+
         return dill.load(src)
 
 

@@ -22,8 +22,6 @@ import sys
 import tempfile
 from typing import Any, BinaryIO
 
-import numpy as np
-
 from tensorhub.codecs.base import Codec, register
 from tensorhub.errors import CodecError, PickleNotAllowed
 
@@ -111,6 +109,8 @@ class KerasCodec(Codec):
 
         Keras archives carry a save date, so their bytes differ between saves of the same model.
         """
+        import numpy as np  # a Keras user has it loaded already
+
         digest = hashlib.sha256(obj.to_json().encode())
         optimizer = getattr(obj, "optimizer", None)
         variables = list(obj.weights) + list(getattr(optimizer, "variables", []) or [])

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import io
 import shutil
+import sys
 import tempfile
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 from tensorhub.codecs.base import Codec, register
 
@@ -18,7 +20,8 @@ class DataFrameCodec(Codec):
     file_format = "parquet"
 
     def can_encode(self, obj: Any) -> bool:
-        return isinstance(obj, pd.DataFrame)
+        pd = sys.modules.get("pandas")  # a DataFrame exists only once pandas is imported
+        return pd is not None and isinstance(obj, pd.DataFrame)
 
     def encode(self, obj: pd.DataFrame, out: BinaryIO, allow_pickle: bool = False) -> dict[str, Any]:
         obj.to_parquet(_KeepOpen(out), engine="pyarrow", index=True)
@@ -26,6 +29,8 @@ class DataFrameCodec(Codec):
                 "dtypes": [str(t) for t in obj.dtypes]}
 
     def decode(self, src: BinaryIO, info: dict[str, Any]) -> pd.DataFrame:
+        import pandas as pd
+
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
             shutil.copyfileobj(src, spool, length=1024 * 1024)
             spool.seek(0)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from bson import ObjectId
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from tensorhub.errors import InvalidArgument
 from tensorhub.fields import HUB, flatten
@@ -40,6 +42,7 @@ def _direction(value: str) -> int:
 
 def runs_frame(docs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """One row per run: identity, status, timings, each metric's last value, ``hp.*``."""
+    import pandas as pd
     rows = []
     for doc in docs:
         row = {**_ident(doc), **{c: doc.get(c) for c in RUN_COLUMNS[2:] if c != "task_id"}}
@@ -52,6 +55,7 @@ def runs_frame(docs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 def epochs_frame(store: RunStore, docs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Every epoch of ``docs`` as rows: run_id, run_name, task_id, epoch, time, metrics, ``hp.*``."""
+    import pandas as pd
     by_id = {doc["_id"]: doc for doc in docs}
     points = metrics.read_points(store.metrics, list(by_id), "epoch") if by_id else {}
     rows: list[dict[str, Any]] = []
@@ -78,6 +82,7 @@ def ranking_fields(metric_name: str) -> dict[str, int] | None:
 def grouped_by_epoch_metric(docs: Sequence[Mapping[str, Any]], metric_name: str,
                             metric_direction: str = "max") -> pd.DataFrame:
     """One row per run that logged ``metric_name``: its best epoch and value, best run first."""
+    import pandas as pd
     sign = _direction(metric_direction)
     key = "max" if sign > 0 else "min"
     rows = []
@@ -133,6 +138,7 @@ def best_model(store: RunStore, checkpoints: RecordStore, models: RecordStore, d
 
 def metrics_frame(store: RunStore, queue: Any, docs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Per finished run and split, its final metrics (last epoch, plus the task's saved results)."""
+    import pandas as pd
     finished = [d for d in docs if d.get("status") == FINISHED]
     points = metrics.read_points(store.metrics, [d["_id"] for d in finished], "epoch") if finished else {}
     rows = []
@@ -160,6 +166,7 @@ def _split(name: str) -> tuple[str, str]:
 
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean, median, std, min, max of each metric per hyperparameter combination and split."""
+    import pandas as pd
     if frame.empty:
         return frame
     keys = [c for c in frame.columns if c.startswith("hp.")] + ["split"]

@@ -34,13 +34,15 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bson
-import pandas as pd
 from bson import ObjectId
 from pymongo import ASCENDING
 from pymongo.collection import Collection
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from tensorhub.errors import InvalidArgument
 from tensorhub.fields import HUB, clean_fields
@@ -349,6 +351,7 @@ def merge_pending(points: list[dict[str, Any]], pending: Iterable[dict[str, Any]
 
 def frame(rows: list[dict[str, Any]], first: Sequence[str]) -> pd.DataFrame:
     """Points as a DataFrame, built column by column (no json_normalize: points are flat)."""
+    import pandas as pd
     names = dict.fromkeys(first)
     for row in rows:
         if any(name not in names for name in row):
@@ -363,6 +366,7 @@ def _column(values: list[Any]) -> Any:
     time (a third of a second per 100,000 points); naive values localized at once are ten times
     faster, and the column gets pandas' standard UTC zone.
     """
+    import pandas as pd
     first = values[0] if values else None
     if not isinstance(first, dt.datetime) or first.utcoffset() != _ZERO:
         return values

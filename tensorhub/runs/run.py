@@ -13,10 +13,12 @@ from __future__ import annotations
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from bson import ObjectId
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from tensorhub.errors import InvalidArgument, TensorHubError
 from tensorhub.fields import HUB, utcnow
