@@ -230,6 +230,20 @@ def normalize_sort(sort: Any) -> SortSpec | None:
     return result
 
 
+def object_id(value: Any, what: str) -> bson.ObjectId:
+    """``value`` as an ObjectId (given as one or as its 24 hex digits), or :class:`InvalidArgument`.
+
+    >>> object_id("6b02504ffcda3459fa0dcbfb", "task id")
+    ObjectId('6b02504ffcda3459fa0dcbfb')
+    """
+    if isinstance(value, bson.ObjectId):
+        return value
+    try:
+        return bson.ObjectId(value)
+    except Exception:
+        raise InvalidArgument(f"{value!r} is not a {what}") from None
+
+
 def with_tiebreak(sort: SortSpec) -> SortSpec:
     """``sort`` plus ``_id`` in the direction of its last key, so ties (same millisecond) keep
     insertion order the way the sort reads: ``("time", -1)`` puts the newest of a tie first.

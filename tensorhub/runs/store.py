@@ -25,7 +25,16 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
 from tensorhub.errors import InvalidArgument, NotFound
-from tensorhub.fields import HUB, build_query, clean_fields, normalize_sort, to_bson_value, utcnow, with_tiebreak
+from tensorhub.fields import (
+    HUB,
+    build_query,
+    clean_fields,
+    normalize_sort,
+    object_id,
+    to_bson_value,
+    utcnow,
+    with_tiebreak,
+)
 from tensorhub.project import PROJECT_FIELD, Project
 from tensorhub.runs import metrics
 
@@ -163,12 +172,7 @@ class RunStore:
 
 
 def _oid(value: ObjectId | str) -> ObjectId:
-    if isinstance(value, ObjectId):
-        return value
-    try:
-        return ObjectId(value)
-    except Exception:
-        raise InvalidArgument(f"{value!r} is not a run id") from None
+    return object_id(value, "run id")
 
 
 def _aware(value: dt.datetime) -> dt.datetime:

@@ -26,6 +26,7 @@ from tensorhub.fields import (
     check_size,
     clean_fields,
     normalize_sort,
+    object_id,
     to_bson_value,
     utcnow,
     with_tiebreak,
@@ -434,12 +435,7 @@ def _result_keys(value: Any) -> list[str]:
 
 
 def _oid(value: ObjectId | str) -> ObjectId:
-    if isinstance(value, ObjectId):
-        return value
-    try:
-        return ObjectId(value)
-    except Exception:
-        raise InvalidArgument(f"{value!r} is not a task id") from None
+    return object_id(value, "task id")
 
 
 __all__ = ["CANCELLED", "FAILED", "FINISHED", "PENDING", "RUNNING", "TaskQueue"]
