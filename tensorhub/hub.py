@@ -317,14 +317,14 @@ class TensorHub:
     def list_models_grouped_by_epoch_metric(self, metric_name: str, metric_direction: str = "max",
                                             task_name: str | None = None, **filters: Any) -> Any:
         """One row per run with its best epoch by ``metric_name`` (``"max"`` or ``"min"``), best first."""
-        docs = self._runs.find(None, task_name, None, 0, **filters)
+        docs = self._runs.find(None, task_name, None, 0, analysis.ranking_fields(metric_name), **filters)
         return analysis.grouped_by_epoch_metric(docs, metric_name, metric_direction)
 
     def get_best_model(self, metric_name: str, metric_direction: str = "max", task_name: str | None = None,
                        load: bool = False, allow_pickle: bool = False, **filters: Any) -> Any:
         """The best run by its best epoch's ``metric_name``: run, epoch, metrics, hyperparameters, and
         with ``load=True`` the model (its checkpoint at that epoch when there is one). None if no run."""
-        docs = self._runs.find(None, task_name, None, 0, **filters)
+        docs = self._runs.find(None, task_name, None, 0, analysis.ranking_fields(metric_name), **filters)
         return analysis.best_model(self._runs, self._checkpoints, self._models, docs, metric_name,
                                    metric_direction, load, allow_pickle)
 

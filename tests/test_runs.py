@@ -181,3 +181,19 @@ def test_models_and_datasets_as_dataframes(hub):
     datasets = hub.list_datasets(as_frame=True)
     assert datasets.loc[0, "dataset_name"] == "d" and datasets.loc[0, "meta.source"] == "a"
     assert datasets.loc[0, "split"] == "train" and datasets.loc[0, "size"] > 0
+
+
+STEPS = """
+from tensorhub import current_task
+run = current_task().run
+for step in range(1500):
+    run.log_step(step, loss=1.0 / (step + 1))     # the last 500 are still buffered when the code ends
+done = True
+"""
+
+
+def test_a_tasks_buffered_steps_are_stored_when_its_code_ends(hub):
+    hub.create_task("steps", source=STEPS, saved_result_keys=["done"])
+    assert hub.run_top_task("steps").status == "finished"
+    run = hub.list_runs("steps")[0]
+    assert len(run.steps_df()) == 1500 and run.refresh().document["steps_done"] == 1499

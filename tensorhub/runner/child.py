@@ -131,14 +131,19 @@ def run_task(folder: Path) -> int:
     function_file = folder / "function.dill"
     function_bytes = function_file.read_bytes() if function_file.exists() else None
     run_id = os.environ.get(ENV_RUN) or None
-    set_current(TaskContext(str(task["_id"]), int(task["_hub"].get("attempts", 0)),
-                            dict(task.get("hyper_parameters") or {}), open_hub_from_environment, run_id))
+    context = TaskContext(str(task["_id"]), int(task["_hub"].get("attempts", 0)),
+                          dict(task.get("hyper_parameters") or {}), open_hub_from_environment, run_id)
+    set_current(context)
     if run_id is not None:  # lineage: what the task's code reads and saves is recorded on its run
         activate(RunRef(run_id, task["_hub"].get("project")))
     try:
         outcome = {"ok": True, "result": run_code(task, function_bytes)}
     except Exception as err:
         outcome = {"ok": False, "error": describe_error(err)}
+    try:
+        context.close()  # buffered step metrics reach the run before the outcome is reported
+    except Exception as err:
+        print(f"tensorhub: could not store the run's last metrics: {err}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     tmp = folder / "outcome.bson.tmp"

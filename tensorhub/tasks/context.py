@@ -54,6 +54,11 @@ class TaskContext:
             self._run = self.hub.get_run(self.run_id)
         return self._run
 
+    def close(self) -> None:
+        """Store what the attempt's run still buffers (step metrics): called when the code ends."""
+        if self._run is not None:
+            self._run.flush()
+
     def report(self, step: int | None = None, epoch: int | None = None, **metrics: Any) -> None:
         """Record progress metrics for this task (run name = the task id)."""
         self.hub.log_metrics(self.task_id, step=step, epoch=epoch, **metrics)

@@ -49,7 +49,8 @@ def run_claim(queue: TaskQueue, claim: Claim, open_hub: Callable[[], Any]) -> Ta
     keeper.start()
     params = dict(claim.task.get("hyper_parameters") or {})
     run_id = None if claim.run_id is None else str(claim.run_id)
-    token = set_current(TaskContext(str(claim.task_id), claim.attempt, params, open_hub, run_id))
+    context = TaskContext(str(claim.task_id), claim.attempt, params, open_hub, run_id)
+    token = set_current(context)
     run_token = activate(None if run_id is None else RunRef(run_id, claim.task[HUB].get("project")))
     try:
         outcome = Outcome("finished", result=run_code(claim.task, queue.function_bytes(claim)))
@@ -59,6 +60,7 @@ def run_claim(queue: TaskQueue, claim: Claim, open_hub: Callable[[], Any]) -> Ta
         attempt.write_back(Outcome("handed_back", reason="interrupted in run_top_task (Ctrl-C or exit)"))
         raise
     finally:
+        context.close()  # buffered step metrics reach the run before the outcome is written
         deactivate(run_token)
         reset_current(token)
         keeper.stopped.set()
