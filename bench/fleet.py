@@ -117,6 +117,12 @@ def kill_everything() -> None:
         stop_processes(list(LIVE), patience=5.0)
 
 
+def last_error(path: Path) -> str:
+    """The last line of a log (a traceback's exception line), short enough for a table."""
+    lines = [line for line in tail(path, 6000).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "(no output)"
+
+
 def tail(path: Path, chars: int = 1500) -> str:
     try:
         return path.read_text(errors="replace")[-chars:].strip()
@@ -182,8 +188,13 @@ class Side:
     label: str
 
 
+def git(*args: str) -> str:
+    """Read-only git queries on the repository (this bench never changes its checkout)."""
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
 def current_label() -> str:
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    rev = git("rev-parse", "--short", "HEAD")
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "tensorhub"], cwd=ROOT,
                            capture_output=True, text=True).stdout.strip()
     return f"working tree ({rev}{' + uncommitted changes' if dirty else ''})"
@@ -204,7 +215,7 @@ def checkout_baseline(rev: str, stack: ExitStack) -> Side:
         shutil.rmtree(parent, ignore_errors=True)
 
     stack.callback(remove)
-    short = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    short = git("rev-parse", "--short", rev)
     return Side("baseline", path, f"today's design ({short})")
 
 
@@ -311,7 +322,9 @@ class Fleet:
         return env
 
     def start(self, ready_timeout: float) -> None:
-        log(f"{self.side.name} N={self.n}: starting {self.n} runner(s) on database {self.db_name}")
+        # The working tree may change during a long run (others are editing it): say what each fleet got.
+        what = f" from {current_label()}" if self.side.root == ROOT else ""
+        log(f"{self.side.name} N={self.n}: starting {self.n} runner(s){what} on database {self.db_name}")
         # The design's own hub makes the database and its indexes first (as a distributor would
         # have before any fleet starts), so N runners do not all race to create them.
         primer = self.distribute("prime", 0)
@@ -322,7 +335,7 @@ class Fleet:
         finally:
             stop_processes([primer], patience=1.0)
         if primer.returncode != 0:
-            raise PhaseError(f"creating the database failed: {tail(self.dir / 'distributor-prime.log', 800)}")
+            raise PhaseError(f"creating the database failed: {last_error(self.dir / 'distributor-prime.log')}")
         args = [sys.executable, "-m", "tensorhub.cli", "runner", "--uri", self.uri, "--project", self.project,
                 "--log-level", "WARNING"]
         for i in range(self.n):
@@ -352,7 +365,7 @@ class Fleet:
         if dead:
             i, p = dead[0]
             raise PhaseError(f"{len(dead)} runner(s) exited (first: status {p.returncode}): "
-                             f"{tail(self.dir / f'runner-{i}.log', 600)}")
+                             f"{last_error(self.dir / f'runner-{i}.log')}")
 
     def stop(self) -> None:
         if self.runners:
@@ -385,27 +398,40 @@ class Fleet:
                      log_path=self.dir / f"distributor-{task_name}.log")
 
     def wait_done(self, task_name: str, count: int, distributor: subprocess.Popen[bytes],
-                  timeout: float) -> tuple[float, dict[str, Any]]:
-        """Until all ``count`` tasks are done; returns the time it was seen and the distributor's report."""
+                  timeout: float, partial_ok: bool = False) -> tuple[float, dict[str, Any]]:
+        """Until all ``count`` tasks are done; returns the time it was seen and the distributor's report.
+
+        With ``partial_ok`` a timeout ends the wait instead of the phase: the report then carries a
+        ``note`` and the figures cover the tasks that did finish.
+        """
         deadline = time.monotonic() + timeout
         done = 0
-        while True:
-            if distributor.poll() not in (None, 0):
-                raise PhaseError(f"distributor failed: {tail(self.dir / f'distributor-{task_name}.log', 800)}")
-            done = self.db.tasks.count_documents({**by_name(task_name), "status": {"$in": list(DONE)}})
-            if done >= count and distributor.poll() == 0:
-                seen = time.time()
-                break
-            self.check_alive()
-            if time.monotonic() > deadline:
-                raise PhaseError(f"timed out after {timeout:.0f} s with {done}/{count} tasks done")
-            time.sleep(0.25)
+        note = None
+        try:
+            while True:
+                if distributor.poll() not in (None, 0):
+                    raise PhaseError(f"distributor failed: {last_error(self.dir / f'distributor-{task_name}.log')}")
+                done = self.db.tasks.count_documents({**by_name(task_name), "status": {"$in": list(DONE)}})
+                if done >= count and distributor.poll() == 0:
+                    seen = time.time()
+                    break
+                self.check_alive()
+                if time.monotonic() > deadline:
+                    note = f"timed out after {timeout:.0f} s with {done}/{count} tasks done"
+                    if not partial_ok:
+                        raise PhaseError(note)
+                    seen = time.time()
+                    break
+                time.sleep(0.25)
+        finally:
+            stop_processes([distributor], patience=2.0)  # exited already, unless the phase failed
         report: dict[str, Any] = {}
         for line in tail(self.dir / f"distributor-{task_name}.log", 4000).splitlines():
             with contextlib.suppress(ValueError):
-                report = json.loads(line)
-        if distributor in LIVE:
-            LIVE.remove(distributor)
+                parsed = json.loads(line)
+                report = parsed if isinstance(parsed, dict) else report
+        if note:
+            report["note"] = note
         return seen, report
 
     def tasks(self, task_name: str) -> list[dict[str, Any]]:
@@ -413,8 +439,7 @@ class Fleet:
 
 
 # -- phases ----------------------------------------------------------------------------------------
-def phase_idle(fleet: Fleet, settle: float, seconds: int) -> dict[str, Any]:
-    time.sleep(settle)  # past start-up: backoffs at their longest, indexes made
+def phase_idle(fleet: Fleet, seconds: int) -> dict[str, Any]:
     first = math.ceil(time.time())
     last = first + seconds - 1
     time.sleep(max(0.0, last + 1 - time.time()) + 1.5)  # + the counters' flush second
@@ -443,7 +468,7 @@ def phase_backlog(fleet: Fleet, count: int, timeout: float) -> dict[str, Any]:
     name = "backlog"
     began = time.time()
     distributor = fleet.distribute(name, count)
-    seen, report = fleet.wait_done(name, count, distributor, timeout)
+    seen, report = fleet.wait_done(name, count, distributor, timeout, partial_ok=True)
     began = float(report.get("began", began))
     time.sleep(1.5)  # the counters' flush second
     first, last = int(began), int(seen)
@@ -473,6 +498,7 @@ def phase_backlog(fleet: Fleet, count: int, timeout: float) -> dict[str, Any]:
         "throughput": len(finished) / span if span > 0 else None,
         "queue_seconds": float(report.get("ended", began)) - began,
         "drain_seconds": span,
+        **({"note": report["note"]} if "note" in report else {}),
     }
 
 
@@ -481,20 +507,26 @@ def phase_once(fleet: Fleet, count: int, timeout: float) -> dict[str, Any]:
     trace = fleet.dir / "once-trace.log"
     trace.touch()
     distributor = fleet.distribute(name, count, trace=trace)
-    seen, report = fleet.wait_done(name, count, distributor, timeout)
+    seen, report = fleet.wait_done(name, count, distributor, timeout, partial_ok=True)
     docs = fleet.tasks(name)
-    spans: dict[int, list[list[float]]] = defaultdict(list)
+    # An execution is a (task, pid) pair: its start and end lines; one without an end never ended.
+    by_pid: dict[tuple[int, str], list[float]] = {}
     malformed = 0
     for line in trace.read_text().splitlines():
         parts = line.split()
-        if len(parts) != 4:
+        if len(parts) != 4 or parts[0] not in ("start", "end"):
             malformed += 1
             continue
-        kind, i, at = parts[0], int(parts[1]), float(parts[2])
+        kind, i, at, pid = parts[0], int(parts[1]), float(parts[2]), parts[3]
         if kind == "start":
-            spans[i].append([at, math.inf])
-        elif spans[i]:
-            spans[i][-1][1] = at
+            by_pid[(i, pid)] = [at, math.inf]
+        elif (i, pid) in by_pid:
+            by_pid[(i, pid)][1] = at
+        else:
+            malformed += 1
+    spans: dict[int, list[list[float]]] = defaultdict(list)
+    for (i, _pid), span in by_pid.items():
+        spans[i].append(span)
     executions = Counter({i: len(s) for i, s in spans.items()})
     overlapping = 0
     for s in spans.values():
@@ -509,6 +541,7 @@ def phase_once(fleet: Fleet, count: int, timeout: float) -> dict[str, Any]:
         "never": sum(1 for i in range(count) if executions.get(i, 0) == 0),
         "overlapping": overlapping, "malformed": malformed,
         "seconds": seen - float(report.get("began", seen)),
+        **({"note": report["note"]} if "note" in report else {}),
     }
     result["passed"] = (result["documents"] == result["finished"] == result["attempts_one"] == count
                         == result["exactly_once"] and not overlapping and not malformed)
@@ -548,6 +581,10 @@ def phase_memory(side: Side, server: Server, work: Path, site_dir: Path, count: 
             last = now
         time.sleep(2)
         rss_idle = proc_status_kb(pid, "VmRSS") / 1024
+        # RSS also counts pages of shared libraries (numpy's, libpython's) that every runner on the
+        # box shares; RssAnon is what each runner costs on its own.
+        anon_idle = proc_status_kb(pid, "RssAnon") / 1024
+        file_idle = proc_status_kb(pid, "RssFile") / 1024
         own0, children0 = proc_times(pid)
         idle_seconds = 10
         time.sleep(idle_seconds)
@@ -558,7 +595,7 @@ def phase_memory(side: Side, server: Server, work: Path, site_dir: Path, count: 
         time.sleep(1.0)  # the last task's supervisor reaped
         own2, children2 = proc_times(pid)
         return {
-            "rss_idle_mb": rss_idle,
+            "rss_idle_mb": rss_idle, "anon_idle_mb": anon_idle, "file_idle_mb": file_idle,
             "rss_after_mb": proc_status_kb(pid, "VmRSS") / 1024,
             "hwm_mb": proc_status_kb(pid, "VmHWM") / 1024,
             "idle_cpu_ms_per_s": idle_cpu_ms_per_s,
@@ -576,11 +613,20 @@ def hyperopt_python() -> Path:
     if not (HYPEROPT_VENV / "bin" / "hyperopt-mongo-worker").exists():
         log("creating bench/.venv-hyperopt (hyperopt, pymongo<4)")
         subprocess.run([sys.executable, "-m", "venv", str(HYPEROPT_VENV)], check=True)
-        done = subprocess.run([str(python), "-m", "pip", "install", "-q", "hyperopt", "pymongo<4"],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            raise PhaseError(f"pip install hyperopt failed: {done.stderr.strip()[-400:]}")
+        _pip(python, "hyperopt", "pymongo<4")
+    major = subprocess.run([str(python), "-c", "import pymongo; print(pymongo.version_tuple[0])"],
+                           capture_output=True, text=True).stdout.strip()
+    if major != "3":
+        # hyperopt 0.2.x/0.3.0 mongoexp calls Collection.find_and_modify/insert/update and
+        # Cursor.count, which pymongo 4 removed: its workers die on the first reservation.
+        _pip(python, "pymongo<4")
     return python
+
+
+def _pip(python: Path, *packages: str) -> None:
+    done = subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise PhaseError(f"pip install {' '.join(packages)} failed: {done.stderr.strip()[-400:]}")
 
 
 def run_hyperopt(server: Server, work: Path, site_dir: Path, count: int, workers: int,
@@ -618,13 +664,13 @@ def run_hyperopt(server: Server, work: Path, site_dir: Path, count: int, workers
         deadline = time.monotonic() + timeout
         while driver.poll() is None:
             if time.monotonic() > deadline:
-                raise PhaseError(f"timed out after {timeout:.0f} s: {tail(folder / 'driver.log', 400)}")
+                raise PhaseError(f"timed out after {timeout:.0f} s: {last_error(folder / 'driver.log')}")
             dead = [p for p in procs[1:] if p.poll() is not None]
             if len(dead) == workers:
-                raise PhaseError("every hyperopt worker exited: " + tail(folder / "worker-0.log", 800))
+                raise PhaseError("every hyperopt worker exited: " + last_error(folder / "worker-0.log"))
             time.sleep(0.25)
         if driver.returncode != 0:
-            raise PhaseError(f"driver failed: {tail(folder / 'driver.log', 800)}")
+            raise PhaseError(f"driver failed: {last_error(folder / 'driver.log')}")
         time.sleep(1.5)  # the counters' flush second
         jobs = list(server.client[db].jobs.find({}, {"state": 1, "book_time": 1, "refresh_time": 1, "result": 1}))
         done = [j for j in jobs if j.get("state") == 2]  # JOB_STATE_DONE
@@ -650,7 +696,7 @@ Results = dict[str, dict[Any, dict[str, Any]]]  # section -> key (N) -> side -> 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [headers, *rows]]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [headers, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -661,7 +707,7 @@ def cell(figures: dict[str, Any] | None, key: str, fmt: str) -> str:
     if "error" in figures:
         return "n/a"
     value = figures.get(key)
-    return "n/a" if value is None else format(value, fmt)
+    return "n/a" if value is None else format(value, fmt) + ("*" if "note" in figures else "")
 
 
 def ratio(cur: dict[str, Any] | None, base: dict[str, Any] | None, key: str) -> str:
@@ -678,6 +724,8 @@ def errors(entries: dict[Any, dict[str, Any]]) -> list[str]:
         for side, figures in sides.items():
             if figures and "error" in figures:
                 out.append(f"  ! {side} N={key}: {figures['error']}")
+            elif figures and "note" in figures:
+                out.append(f"  * {side} N={key}: {figures['note']}; the figure covers the finished tasks")
     return out
 
 
@@ -699,7 +747,8 @@ def report(results: Results, sides: list[Side], backend: str, server_text: str, 
 
     print()
     print("=" * 100)
-    print(f"fleet benchmark on {server_text}; current = {names.get('current')}; baseline = {names.get('baseline', 'not run')}")
+    print(f"fleet benchmark on {server_text}")
+    print(f"current = {names.get('current')}; baseline = {names.get('baseline', 'not run')}")
     print("=" * 100)
 
     if results.get("commands"):
@@ -770,14 +819,16 @@ def report(results: Results, sides: list[Side], backend: str, server_text: str, 
                 if not f:
                     continue
                 if "error" in f:
-                    print(f"  FAIL {side} N={n}: {f['error']}")
+                    print(f"  FAIL (could not complete) {side} N={n}: {f['error']}")
                     continue
-                rate = f"; {f['count'] / f['seconds']:.1f} tasks/s" if f["seconds"] > 0 else ""
+                rate = f"; {f['finished'] / f['seconds']:.1f} tasks/s" if f["seconds"] > 0 else ""
                 malformed = f", {f['malformed']} malformed trace lines" if f["malformed"] else ""
                 print(f"  {'PASS' if f['passed'] else 'FAIL'} {side:8} {n} runners x {f['count']} tasks: "
                       f"{f['documents']} documents, {f['finished']} finished, {f['attempts_one']} with attempts == 1, "
                       f"{f['exactly_once']} ran exactly once, {f['more_than_once']} more than once, "
                       f"{f['never']} never, {f['overlapping']} overlapping executions{malformed}{rate}")
+                if "note" in f:
+                    print(f"       ({f['note']})")
 
     if results.get("throughput"):
         e = results["throughput"]
@@ -791,7 +842,8 @@ def report(results: Results, sides: list[Side], backend: str, server_text: str, 
         h = e.get("hyperopt", {}).get("hyperopt")
         if h is not None:
             if "error" in h:
-                print(f"  hyperopt-mongo-worker x{args.hyperopt_workers} --no-subprocesses: could not run: {h['error']}")
+                print(f"  hyperopt-mongo-worker x{args.hyperopt_workers} --no-subprocesses: could not run: "
+                      f"{h['error']}")
             else:
                 cur = next((s.get("current") for k, s in e.items() if k != "hyperopt"), None)
                 vs = ""
@@ -803,12 +855,17 @@ def report(results: Results, sides: list[Side], backend: str, server_text: str, 
                 print(f"  hyperopt worker commands per trial: {h['per_trial']:.2f} ({h['breakdown']}); "
                       f"heartbeats {h['heartbeats_per_trial']:.2f}/trial")
                 print("  (hyperopt runs trials inside the worker process; a tensorhub task gets a fresh process)")
+                if h["more_than_once"] and backend in ("sqlite", "postgresql"):
+                    print("  (hyperopt reserves a job with one findAndModify; FerretDB v1 executes findAndModify as a "
+                          "read followed by a write, so two workers can both reserve the same job)")
 
     if results.get("memory"):
         e = results["memory"]
         print("\n6. Memory and CPU of one runner (no counting hook in it)")
         rows = []
         for key, label, fmt in (("rss_idle_mb", f"idle runner VmRSS, MB (target < {RSS_TARGET_MB:g})", ".1f"),
+                                ("anon_idle_mb", "  of which RssAnon (private), MB", ".1f"),
+                                ("file_idle_mb", "  of which RssFile (shared libraries, code), MB", ".1f"),
                                 ("rss_after_mb", "VmRSS after the no-op tasks, MB", ".1f"),
                                 ("hwm_mb", "VmHWM (peak RSS), MB", ".1f"),
                                 ("idle_cpu_ms_per_s", "idle runner CPU, ms per s", ".2f"),
@@ -902,11 +959,12 @@ def run_fleet(side: Side, n: int, phases: list[str], args: argparse.Namespace, s
         fleet.stop()
         return
     try:
+        time.sleep(args.settle)  # past start-up before any phase: backoffs at their idle length
         for phase in phases:
             t0 = time.monotonic()
             try:
                 if phase == "idle":
-                    fig = phase_idle(fleet, args.settle, args.idle_seconds)
+                    fig = phase_idle(fleet, args.idle_seconds)
                     log(f"{side.name} N={n}: idle {fig['per_s']:.1f} commands/s")
                 elif phase == "latency":
                     fig = phase_latency(fleet, args.latency_tasks, args.latency_rate,

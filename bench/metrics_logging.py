@@ -59,14 +59,14 @@ def cpu_seconds(pid: int | None) -> float:
 def tensorhub_side(uri: str, points: int, reads: int, server_pid: int | None) -> dict[str, Any]:
     hub = TensorHub(uri, project_name=f"bench-{uuid.uuid4().hex[:6]}")
     try:
-        cpu = time.process_time() + cpu_seconds(server_pid)
+        client, server = time.process_time(), cpu_seconds(server_pid)
         start = time.perf_counter()
         run = hub.start_run("metrics-bench", hyper_parameters={"points": points})
         for step in range(points):
             run.log_step(step, **point(step, points))
         run.close()
         log_seconds = time.perf_counter() - start
-        log_cpu = time.process_time() + cpu_seconds(server_pid) - cpu
+        client, server = time.process_time() - client, cpu_seconds(server_pid) - server
         times, cpus, rows = [], [], 0
         for _ in range(reads):
             again = hub.get_run(run.id)          # a reader elsewhere: nothing buffered in this object
@@ -77,7 +77,8 @@ def tensorhub_side(uri: str, points: int, reads: int, server_pid: int | None) ->
             cpus.append(time.process_time() + cpu_seconds(server_pid) - cpu)
         buckets = hub.db["run_metrics"].count_documents({"run_id": run.id})
         return {"log_seconds": log_seconds, "read_seconds": min(times), "read_seconds_median": statistics.median(times),
-                "rows": rows, "buckets": buckets, "log_cpu": log_cpu, "read_cpu": min(cpus)}
+                "rows": rows, "buckets": buckets, "log_cpu": client + server, "log_cpu_client": client,
+                "log_cpu_server": server, "read_cpu": min(cpus)}
     finally:
         hub.db["run_metrics"].delete_many({"_hub.project": hub.project_name})
         hub.db["runs"].delete_many({"_hub.project": hub.project_name})
@@ -144,7 +145,8 @@ def main() -> None:
     print(f"logging: {n / ours['log_seconds']:,.0f} points/s (target >= 50,000 on FerretDB/SQLite)")
     # CPU seconds do not depend on what else the machine runs: the cost itself, client and server.
     what = "this process + FerretDB" if pid is not None else "this process only (the server's is not seen)"
-    print(f"CPU seconds ({what}): logging {ours['log_cpu']:.2f}, reading {ours['read_cpu']:.2f}", end="")
+    print(f"CPU seconds ({what}): logging {ours['log_cpu']:.2f} (client {ours['log_cpu_client']:.2f}, "
+          f"server {ours['log_cpu_server']:.2f}), reading {ours['read_cpu']:.2f}", end="")
     if theirs is not None:
         print(f"; MLflow (SQLite in-process): logging {theirs['log_cpu']:.2f}, reading {theirs['read_cpu']:.2f}"
               f" -> {theirs['log_cpu'] / ours['log_cpu']:.1f}x and {theirs['read_cpu'] / ours['read_cpu']:.1f}x")

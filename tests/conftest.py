@@ -86,6 +86,14 @@ Markers
 ``slow`` (long-running tests) and ``real_server`` (added automatically to the
 ``ferretdb``, ``ferretdb_pg`` and ``mongodb`` parameters above).
 
+``heavy`` is for the few expensive tests (hundreds of MB, whole example
+scripts with TensorFlow) whose subject does not depend on FerretDB's storage
+engine: their ``ferretdb_pg`` run is deselected, so the suite stays within its
+time budget on a 2-core machine; ``ferretdb`` (SQLite) still runs them. Never
+put it on a claim, lease, fencing or death test: those must run on every
+server. ``-m heavy`` with ``TENSORHUB_TEST_HEAVY_PG=1`` runs them on
+PostgreSQL too.
+
 This module must not import ``tensorhub`` at import time: the fixtures that
 need it import it when they run.
 """
@@ -102,7 +110,7 @@ import pymongo
 import pytest
 from ferretdb import POSTGRESQL_HANDLER, FerretDBNotFoundError, FerretDBServer, find_ferretdb
 from mongo_uri import database_name, with_database
-from postgres import PostgresNotFoundError, PostgresServer, find_postgres_bindir
+from postgres import PostgresNotFoundError, PostgresServer, PostgresStartError, find_postgres_bindir
 from pymongo.errors import PyMongoError
 
 if TYPE_CHECKING:
@@ -125,6 +133,8 @@ _SERVER_URI_FIXTURES = {FERRETDB: "ferretdb_uri", FERRETDB_PG: "ferretdb_pg_uri"
 
 TEST_URI_ENV = "TENSORHUB_TEST_URI"
 BACKENDS_ENV = "TENSORHUB_TEST_BACKENDS"
+#: Set to 1 to keep the ferretdb_pg runs of ``heavy`` tests.
+HEAVY_PG_ENV = "TENSORHUB_TEST_HEAVY_PG"
 
 #: Base URI of the embedded store (tensorhub shares one store per mongomock host).
 MONGOMOCK_BASE_URI = "mongomock://localhost"
@@ -136,6 +146,8 @@ _SERVER_TIMEOUT_MS = 10_000
 MARKERS = {
     "slow": "long-running tests (large blobs, multi-process)",
     "real_server": "needs a real MongoDB-wire server (FerretDB on SQLite or PostgreSQL, or TENSORHUB_TEST_URI)",
+    "heavy": "expensive and indifferent to FerretDB's storage engine: not run on ferretdb_pg "
+    "(never on claim or death tests)",
 }
 
 
@@ -183,6 +195,26 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, description in MARKERS.items():
         if name not in declared:
             config.addinivalue_line("markers", f"{name}: {description}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the ``ferretdb_pg`` runs of ``heavy`` tests (see the module docstring).
+
+    Deselected rather than skipped, so that the ``-ra`` report stays about
+    real skips; ``--collect-only -q`` lists what does run.
+    """
+    if FERRETDB_PG not in SELECTED_BACKENDS or os.environ.get(HEAVY_PG_ENV) == "1":
+        return
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        on_pg = FERRETDB_PG in (params.get("backend_name"), params.get("server_backend_name"))
+        (dropped if on_pg and item.get_closest_marker("heavy") else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -252,8 +284,15 @@ def postgres_url(postgres_bindir: str) -> Iterator[str]:
     It is stopped and deleted at the end of the session, after the FerretDB
     server that uses it (pytest tears fixtures down in reverse order).
     """
-    with PostgresServer(postgres_bindir) as server:
+    try:
+        server = PostgresServer(postgres_bindir)
+        server.start()
+    except (PostgresNotFoundError, PostgresStartError) as error:
+        pytest.fail(f"FerretDB/PostgreSQL backend unavailable: {error}", pytrace=False)
+    try:
         yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -321,17 +321,18 @@ class PostgresServer:
             env["USER"] = env["LOGNAME"] = self._run_as.pw_name
         return env
 
-    def _as_server_user(self) -> dict[str, object]:
-        """``Popen`` arguments that run the child as the postgres user when we are root.
+    def _server_user(self) -> tuple[int | None, int | None, list[int] | None]:
+        """``Popen``'s ``user``, ``group`` and ``extra_groups``: the postgres user when we are root.
 
         Popen switches user itself (rather than ``runuser -u postgres --``) so
         that the process we hold is postgres itself: our shutdown signals and
         the parent-death signal reach it directly, with no su/runuser process
-        in between deciding what to forward.
+        in between deciding what to forward. ``(None, None, None)`` keeps the
+        current user.
         """
         if self._run_as is None:
-            return {}
-        return {"user": self._run_as.pw_uid, "group": self._run_as.pw_gid, "extra_groups": []}
+            return None, None, None
+        return self._run_as.pw_uid, self._run_as.pw_gid, []
 
     def _initdb(self) -> None:
         """Create the cluster: UTF-8, C locale (both required by FerretDB), trust auth, no fsync."""
@@ -347,6 +348,7 @@ class PostgresServer:
         with open(self.log_path, "ab") as log:
             log.write(f"$ {' '.join(command)}\n".encode())
             log.flush()
+            user, group, extra_groups = self._server_user()
             done = subprocess.run(
                 command,
                 stdin=subprocess.DEVNULL,
@@ -356,7 +358,9 @@ class PostgresServer:
                 env=self._server_env(),
                 timeout=self.startup_timeout,
                 check=False,
-                **self._as_server_user(),  # type: ignore[arg-type]
+                user=user,
+                group=group,
+                extra_groups=extra_groups,
             )
         if done.returncode != 0:
             raise PostgresStartError(f"initdb failed with status {done.returncode}\n{self._log_tail()}")
@@ -370,6 +374,7 @@ class PostgresServer:
         with open(self.log_path, "ab") as log:
             log.write(f"$ {' '.join(command)}\n".encode())
             log.flush()
+            user, group, extra_groups = self._server_user()
             self._process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
@@ -379,7 +384,9 @@ class PostgresServer:
                 env=self._server_env(),
                 # fast shutdown: FerretDB's pooled connections must not keep it up
                 preexec_fn=_parent_death_signal(signal.SIGINT),
-                **self._as_server_user(),  # type: ignore[arg-type]
+                user=user,
+                group=group,
+                extra_groups=extra_groups,
             )
 
     def _client_args(self) -> list[str]:

@@ -20,9 +20,14 @@
 #      TENSORHUB_TEST_BACKENDS leaves out ferretdb_pg;
 #   4. runs the quality gates, `ruff check tensorhub tests` and `mypy` (both
 #      configured in pyproject.toml), and stops if either fails;
-#   5. runs `python -m pytest "$@"` from the repository root (the docstring
-#      examples run as doctests, and the index-coverage check judges every
-#      query the library sent to a real server).
+#   5. runs `python -m pytest -n 2 --dist worksteal "$@"` from the repository
+#      root (the docstring examples run as doctests, and the index-coverage
+#      check judges every query the library sent to a real server). Two
+#      pytest-xdist workers, each starting its own servers: with FerretDB on
+#      both SQLite and PostgreSQL the suite is too long for one process, and
+#      it is CPU-bound, so more workers than a 2-core machine's cores only
+#      slow the timing-sensitive runner tests. Your own -n/--dist arguments
+#      come later and win.
 # The exit status is pytest's, except that "no tests were collected" (pytest's
 # exit status 5) is reported as a failure (1).
 #
@@ -33,6 +38,8 @@
 #   TENSORHUB_PYTHON         interpreter that creates .venv (default: python3)
 #   TENSORHUB_REINSTALL=1    reinstall into .venv even if pyproject.toml is unchanged
 #   TENSORHUB_TEST_NO_VENV=1 use the current `python3` as it is: no virtualenv, no pip
+#   TENSORHUB_TEST_WORKERS   pytest-xdist workers (default 2); 0 runs the tests in the
+#                            pytest process itself, with no xdist arguments at all
 #   TENSORHUB_TEST_URI, TENSORHUB_TEST_BACKENDS: see tests/conftest.py
 set -euo pipefail
 
@@ -244,7 +251,7 @@ backend_selected() {
     return 1
 }
 
-# --- 4. pytest -------------------------------------------------------------------
+# --- 4. quality gates and pytest ---------------------------------------------------
 
 PYTHON="$(setup_python)"
 TENSORHUB_FERRETDB="$(find_or_build_ferretdb)"
@@ -263,8 +270,15 @@ log "ruff check tensorhub tests"
 log "mypy (tensorhub, strict on definitions)"
 "$PYTHON" -m mypy --no-error-summary
 
+workers="${TENSORHUB_TEST_WORKERS:-2}"
+[[ "$workers" =~ ^[0-9]+$ ]] || die "TENSORHUB_TEST_WORKERS=$workers is not a whole number"
+xdist_args=()
+if [[ "$workers" != "0" ]]; then
+    xdist_args=(-n "$workers" --dist worksteal)
+fi
+
 status=0
-"$PYTHON" -m pytest "$@" || status=$?
+"$PYTHON" -m pytest ${xdist_args[@]+"${xdist_args[@]}"} "$@" || status=$?
 if [[ $status -eq 5 ]]; then
     log "pytest collected no tests: failing the run"
     exit 1
