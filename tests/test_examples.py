@@ -24,6 +24,7 @@ def test_quickstart_on_the_embedded_store():
     assert out.count("finished") == 3 and "best: n_units=" in out
 
 
+@pytest.mark.heavy  # whole examples / hundreds of MB: engine-indifferent, not rerun on ferretdb_pg
 def test_mnist_example_with_two_runner_processes(server_uri):
     runners = [subprocess.Popen([sys.executable, "-m", "tensorhub.cli", "runner", "--uri", server_uri,
                                  "--project", "mnist-example", "--poll-interval", "0.2"],
@@ -47,6 +48,7 @@ def test_mnist_example_with_two_runner_processes(server_uri):
         hub.close()
 
 
+@pytest.mark.heavy  # whole examples / hundreds of MB: engine-indifferent, not rerun on ferretdb_pg
 def test_resume_sweep_example_kills_a_runner_and_resumes_elsewhere(server_uri, tmp_path):
     png = tmp_path / "curves.png"
     out = run("examples/resume_sweep.py", "--uri", server_uri, "--plot", str(png), timeout=900)

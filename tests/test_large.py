@@ -33,6 +33,7 @@ MEASURE = textwrap.dedent(f"""
 
 
 @pytest.mark.real_server
+@pytest.mark.heavy  # whole examples / hundreds of MB: engine-indifferent, not rerun on ferretdb_pg
 def test_hundreds_of_mb_stream_without_extra_copies(server_uri):
     done = subprocess.run([sys.executable, "-c", MEASURE, server_uri], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

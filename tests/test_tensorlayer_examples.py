@@ -464,6 +464,7 @@ def stop(processes: list[subprocess.Popen]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@pytest.mark.heavy  # whole examples / hundreds of MB: engine-indifferent, not rerun on ferretdb_pg
 def test_dispatch_tasks_with_two_run_tasks_workers(server_uri, tmp_path):
     """TensorLayer's README: run_tasks.py on each GPU server, dispatch_tasks.py on your machine."""
     folder = stage_examples(tmp_path, server_uri)
@@ -480,6 +481,7 @@ def test_dispatch_tasks_with_two_run_tasks_workers(server_uri, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@pytest.mark.heavy  # whole examples / hundreds of MB: engine-indifferent, not rerun on ferretdb_pg
 def test_dispatch_tasks_with_tensorhub_runners(server_uri, tmp_path):
     """The same distributor, with tensorhub's runner daemon in place of run_tasks.py."""
     folder = stage_examples(tmp_path, server_uri)
