@@ -276,6 +276,33 @@ def orphans(uri: str, project: str, older_than_hours: float, delete: bool) -> No
             click.echo(str(blob_id))
 
 
+@main.command("dashboard")
+@uri_option
+@project_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback needs --token.")
+@click.option("--port", default=8765, show_default=True, help="Port to listen on (0: a free one).")
+@click.option("--token", envvar="TENSORHUB_DASHBOARD_TOKEN", default=None, show_envvar=True,
+              help="Secret every request must present (?token=... once, or Authorization: Bearer).")
+@click.option("--allow-actions", is_flag=True, help="Enable cancel and requeue (read-only without it).")
+@reports_errors
+def dashboard(uri: str, project: str, host: str, port: int, token: str | None, allow_actions: bool) -> None:
+    """Serve the web dashboard (queue, fleet, runs, models, datasets); needs tensorhub[dashboard]."""
+    from tensorhub.connection import MOCK_SCHEME
+
+    if uri.startswith(MOCK_SCHEME):
+        raise click.UsageError("mongomock:// is an in-process store that no other process can reach, so a "
+                               "dashboard in its own process would see nothing: use a MongoDB URI, or call "
+                               "tensorhub.dashboard.serve(hub) in the process that holds the hub")
+    try:
+        from tensorhub.dashboard import serve
+        from tensorhub.dashboard.source import CLIENT_OPTIONS
+    except ImportError as err:
+        raise click.ClickException(f"the dashboard needs its extra: pip install 'tensorhub[dashboard]' ({err})") \
+            from err
+    serve(lambda: _hub(uri, project, **CLIENT_OPTIONS), host, port, token=token, allow_actions=allow_actions)
+
+
 @main.group()
 def plot() -> None:
     """Draw runs to an image (.png, .svg, .pdf...) or an interactive page (.html); needs tensorhub[plots]."""

@@ -193,10 +193,11 @@ class TensorHub:
         return loaded
 
     def list_datasets(self, dataset_name: str | None = None, sort: Any = None, as_frame: bool = False,
-                      **kwargs: Any) -> Any:
+                      *, limit: int = 0, **kwargs: Any) -> Any:
         """Matching dataset records (name, version, fields, size) without reading any bytes; with
-        ``as_frame=True`` a DataFrame (your keywords as columns, nested ones dotted)."""
-        records = self._datasets.find(dataset_name, sort, **kwargs)
+        ``as_frame=True`` a DataFrame (your keywords as columns, nested ones dotted). ``limit``
+        keeps the first that many (0: all)."""
+        records = self._datasets.find(dataset_name, sort, _non_negative(limit, "limit"), **kwargs)
         return records_frame(records, "dataset_name") if as_frame else records
 
     def delete_datasets(self, dataset_name: str | None = None, **kwargs: Any) -> int:
@@ -245,14 +246,17 @@ class TensorHub:
         return attach_record(record.load(allow_pickle), record)
 
     def list_models(self, model_name: str | None = None, sort: Any = None, as_frame: bool = False,
-                    **kwargs: Any) -> Any:
+                    *, limit: int = 0, **kwargs: Any) -> Any:
         """Matching model records without loading weights (``record.load()`` loads one); with
         ``as_frame=True`` a DataFrame: your keywords as columns, and the run that saved each model.
+        ``limit`` keeps the first that many (0: all).
 
         >>> hub.list_models("mlp", as_frame=True)[["model_name", "version", "test_accuracy"]].values.tolist()
         [['mlp', 2, 0.97], ['mlp', 1, 0.9]]
+        >>> [r.version for r in hub.list_models("mlp", limit=1)]          # the newest only
+        [2]
         """
-        records = self._models.find(model_name, sort, **kwargs)
+        records = self._models.find(model_name, sort, _non_negative(limit, "limit"), **kwargs)
         return records_frame(records, "model_name") if as_frame else records
 
     def delete_model(self, model_name: str | None = None, **kwargs: Any) -> int:
@@ -280,14 +284,17 @@ class TensorHub:
         return self._run(self._runs.get(run_id))
 
     def list_runs(self, task_name: str | None = None, sort: Any = None, as_frame: bool = False,
-                  **filters: Any) -> Any:
+                  *, limit: int = 0, **filters: Any) -> Any:
         """Runs (newest first), as :class:`Run` objects or, with ``as_frame=True``, a DataFrame with
-        hyperparameters as ``hp.<name>`` columns and each metric's last and best values.
+        hyperparameters as ``hp.<name>`` columns and each metric's last and best values; ``limit``
+        keeps the first that many (0: all).
 
         >>> len(hub.list_runs("mnist")) >= 1
         True
+        >>> len(hub.list_runs("mnist", limit=1))
+        1
         """
-        docs = self._runs.find(None, task_name, sort, 0, **filters)
+        docs = self._runs.find(None, task_name, sort, _non_negative(limit, "limit"), **filters)
         return analysis.runs_frame(docs) if as_frame else [self._run(doc) for doc in docs]
 
     def lineage(self, record: Record | Any) -> dict[str, Any]:
@@ -461,13 +468,17 @@ class TensorHub:
         """
         return self.queue.wait(task_name, timeout, poll_interval, progress, **kwargs)
 
-    def find_tasks(self, task_name: str | None = None, sort: Any = None, **kwargs: Any) -> list[Task]:
-        """Tasks (status, attempts, times, runner, result, error), oldest first unless ``sort``.
+    def find_tasks(self, task_name: str | None = None, sort: Any = None, *, limit: int = 0, skip: int = 0,
+                   **kwargs: Any) -> list[Task]:
+        """Tasks (status, attempts, times, runner, result, error), oldest first unless ``sort``;
+        ``skip`` and ``limit`` page through them (``limit=0``: all).
 
         >>> [t.result for t in hub.find_tasks("mnist", status="finished")]
         [{'test_accuracy': 0.5}]
+        >>> hub.find_tasks("mnist", status="finished", sort=[("_id", -1)], limit=10, skip=1)   # page 2
+        []
         """
-        return self.queue.find(task_name, sort, **kwargs)
+        return self.queue.find(task_name, sort, limit, False, skip, **kwargs)
 
     def get_task(self, task_id: ObjectId | str) -> Task:
         """One task by id (:class:`~tensorhub.errors.NotFound` if there is none)."""
@@ -594,6 +605,12 @@ def _runners_frame(records: list[RunnerRecord]) -> Any:
 
 def _aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def _non_negative(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgument(f"{name} must be a non-negative integer, got {value!r}")
+    return value
 
 
 def _repeats(value: Any) -> int:

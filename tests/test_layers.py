@@ -87,3 +87,32 @@ def test_public_api_is_small_and_documented():
     assert not {"tasks", "blobs", "datasets", "models", "logs"} & set(vars(TensorHub(
         "mongomock://localhost/layers_test")))
     assert set(tensorhub.__all__) >= {"TensorHub", "Record", "Task", "current_task", "errors"}
+
+
+DASHBOARD = "tensorhub.dashboard"
+
+
+def test_nothing_outside_the_dashboard_imports_it_but_the_cli_command_lazily():
+    """The dashboard is an application behind an extra (Flask, waitress): the core never needs it."""
+    outside = [p for p in PACKAGE.rglob("*.py") if "dashboard" not in p.relative_to(PACKAGE).parts]
+    for path in outside:
+        if path.name == "cli.py":
+            continue
+        assert not reaches(imports_of(path), {DASHBOARD}), path.name
+    tree = ast.parse((PACKAGE / "cli.py").read_text())
+    lazy = {id(node) for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef) and fn.name == "dashboard"
+            for node in ast.walk(fn)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(DASHBOARD):
+            assert id(node) in lazy, f"cli.py:{node.lineno} imports the dashboard outside its command"
+
+
+def test_the_dashboard_reads_through_the_facade_not_the_stores():
+    """Page data comes from TensorHub's public methods; only constants and errors come from below."""
+    allowed = {"tensorhub.errors", "tensorhub.fields", "tensorhub.tasks.states", "tensorhub.connection"}
+    for path in modules("dashboard"):
+        own = {name for name in imports_of(path) if name.startswith("tensorhub") and not name.startswith(DASHBOARD)}
+        assert {name for name in own if not any(name == a or name.startswith(a + ".") for a in allowed)} == set(), \
+            path.name
+        source = path.read_text()
+        assert ".db[" not in source and "._tasks" not in source and "._runs" not in source, path.name

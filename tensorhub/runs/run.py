@@ -206,6 +206,16 @@ class Run:
         return Checkpoint(record.load(allow_pickle), int(record.document[HUB]["epoch"]), values,
                           record.document[HUB]["run_id"], record)
 
+    def checkpoints(self, limit: int = 0) -> list[Record]:
+        """This run's checkpoint records, latest epoch first, without loading them (0: all).
+
+        >>> run = hub.start_run("doc-checkpoints")
+        >>> _ = run.checkpoint([np.zeros(2)], epoch=1); _ = run.checkpoint([np.ones(2)], epoch=2)
+        >>> [record.document["_hub"]["epoch"] for record in run.checkpoints()]
+        [2, 1]
+        """
+        return self._checkpoints.find(None, [(f"{HUB}.epoch", -1)], limit, **{f"{HUB}.run_id": self.id})
+
     # -- tables ------------------------------------------------------------------------------
     def add_table(self, name: str, schema: Mapping[str, Any]) -> Any:
         """A typed table of rows attached to this run (cox's ``store.add_table``)."""

@@ -165,12 +165,13 @@ class TaskQueue:
         return query
 
     def find(self, task_name: str | None = None, sort: Any = None, limit: int = 0,
-             include_code: bool = False, /, **kwargs: Any) -> list[Task]:
-        """Matching tasks, oldest first unless ``sort`` says otherwise."""
+             include_code: bool = False, skip: int = 0, /, **kwargs: Any) -> list[Task]:
+        """Matching tasks, oldest first unless ``sort`` says otherwise; ``skip`` and ``limit`` page
+        through them (0: no limit)."""
         order = normalize_sort(sort)
         order = OLDEST_FIRST if order is None else with_tiebreak(order)
         cursor = self._tasks.find(self.query(task_name, kwargs), None if include_code else SUMMARY_PROJECTION,
-                                  sort=order, limit=limit)
+                                  sort=order, limit=_count(limit, "limit"), skip=_count(skip, "skip"))
         return [Task.from_doc(doc) for doc in cursor]
 
     def get(self, task_id: ObjectId | str, include_code: bool = False) -> Task:
@@ -436,6 +437,12 @@ def _result_keys(value: Any) -> list[str]:
 
 def _oid(value: ObjectId | str) -> ObjectId:
     return object_id(value, "task id")
+
+
+def _count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgument(f"{name} must be a non-negative integer, got {value!r}")
+    return value
 
 
 __all__ = ["CANCELLED", "FAILED", "FINISHED", "PENDING", "RUNNING", "TaskQueue"]
