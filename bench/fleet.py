@@ -905,6 +905,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--no-hyperopt", action="store_true")
     p.add_argument("--memory-tasks", type=int, default=None, help="default 20")
     p.add_argument("--ready-timeout", type=float, default=None, help="seconds for a fleet to come up")
+    p.add_argument("--keep", action="store_true", help="keep the runner/distributor logs and counts (temp dir)")
     a = p.parse_args()
     q = a.quick
     a.runners = [int(x) for x in (a.runners or ("1,4" if q else "1,4,20,50")).split(",")]
@@ -1006,7 +1007,10 @@ def main() -> None:
     sides: list[Side] = []
     with ExitStack() as stack:
         work = Path(tempfile.mkdtemp(prefix="tensorhub-fleet-"))
-        stack.callback(shutil.rmtree, work, True)
+        if args.keep:
+            stack.callback(log, f"logs and command counts kept in {work}")
+        else:
+            stack.callback(shutil.rmtree, work, True)
         site_dir = work / "site"
         site_dir.mkdir()
         shutil.copy(BENCH / "fleet_sitecustomize.py", site_dir / "sitecustomize.py")

@@ -121,3 +121,31 @@ def test_an_idle_runner_reads_one_document_by_id_per_poll(server_uri):
     assert 6 <= signal_reads <= 14                                  # ~ one per 0.25 s
     assert sum(idle.values()) <= signal_reads + 3                   # + a registry heartbeat or a reap
     assert ("find", "tasks") not in idle and ("aggregate", "tasks") not in idle   # no task queries idle
+
+
+SETUP = {"createIndexes", "listIndexes", "create", "listCollections", "buildInfo", "ping", "endSessions"}
+
+
+def test_a_runner_on_a_backlog_sends_at_most_six_commands_per_finished_task(server_uri):
+    """Server-independent cost, counted with pymongo's command monitoring: a runner that ends one
+    no-op task and claims the next in shared round trips, reading candidates once per several claims."""
+    from tensorhub import TensorHub
+    from tensorhub.runner.daemon import Runner, RunnerConfig
+
+    distributor = TensorHub(server_uri, project_name="test")
+    for i in range(24):
+        distributor.create_task("backlog", source="x = 1", hyper_parameters={"i": i}, saved_result_keys=["x"])
+    commands = Commands()
+    hub = TensorHub(server_uri, project_name="test", event_listeners=[commands])
+    with commands.lock:
+        commands.seen.clear()
+    done = Runner(hub, RunnerConfig(lease_seconds=30, max_tasks=24)).run()
+    with commands.lock:
+        seen = {key: n for key, n in commands.seen.items() if key[0] not in SETUP}
+    hub.close()
+    assert done == 24
+    assert distributor.task_counts("backlog")["finished"] == 24
+    assert all(t.attempts == 1 and t.result == {"x": 1} for t in distributor.find_tasks("backlog"))
+    assert all(r.status == "finished" for r in distributor.list_runs("backlog"))
+    per_task = sum(seen.values()) / 24
+    assert per_task <= 6, f"{per_task:.2f} commands per task: {sorted(seen.items())}"

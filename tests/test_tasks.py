@@ -262,3 +262,63 @@ def test_hand_backs_are_free_only_up_to_a_bound(hub):
     assert hub.queue.begin(claim) and hub.queue.finish(claim, Outcome("handed_back", reason="SIGTERM"))
     task = hub.get_task(task_id)
     assert task.status == "failed" and task.error["type"] == "HandedBackTooOften" and task.attempts == 1
+
+
+RUNNER = {"id": "r", "host": "h", "pid": 1, "gpu": None}
+
+
+def test_finish_then_claim_writes_the_outcome_and_claims_the_next_task(hub):
+    from tensorhub.tasks.queue import ClaimRequest
+    first, second = (hub.create_task("t", source="x = 1", hyper_parameters={"i": i}) for i in range(2))
+    claim = hub.queue.claim_next(RUNNER, 30, spread=True)
+    assert hub.queue.begin(claim)
+    written, nxt = hub.queue.finish_then_claim(claim, Outcome("finished", result={"x": 1}), None,
+                                               ClaimRequest(RUNNER, 30))
+    assert written and nxt is not None and {claim.task_id, nxt.task_id} == {first, second}
+    done, running = hub.get_task(claim.task_id), hub.get_task(nxt.task_id)
+    assert done.status == "finished" and done.result == {"x": 1} and done.attempts == 1
+    assert running.status == "running" and running.attempts == 1 and nxt.attempt == 1
+    assert hub.get_run(claim.run_id).status == "finished"           # its run closed with it
+    assert hub.queue.begin(nxt) and hub.queue.finish(nxt, Outcome("finished", result={"x": 1}))
+    assert hub.task_counts() == {"pending": 0, "running": 0, "finished": 2, "failed": 0, "cancelled": 0}
+    # Asked again (its replies were lost), the runner hears its outcome landed; nothing is left to claim.
+    assert hub.queue.finish_then_claim(claim, Outcome("finished", result={"x": 1}), None,
+                                       ClaimRequest(RUNNER, 30)) == (True, None)
+
+
+def test_finish_then_claim_with_a_candidate_taken_meanwhile_claims_another(hub):
+    from tensorhub.tasks.queue import ClaimRequest
+    for i in range(3):
+        hub.create_task("t", source="x = 1", hyper_parameters={"i": i}, max_attempts=1)
+    claim = hub.queue.claim_next(RUNNER, 30, spread=True)  # keeps the other two as candidates
+    other = hub.open_again().queue.claim_next({**RUNNER, "id": "other"}, 30)  # takes one of them
+    written, nxt = hub.queue.finish_then_claim(claim, Outcome("failed", error={"type": "E", "message": "m"}),
+                                               None, ClaimRequest(RUNNER, 30))
+    assert written and nxt is not None and nxt.task_id not in (claim.task_id, other.task_id)
+    assert hub.get_task(claim.task_id).status == "failed"
+    assert hub.task_counts()["running"] == 2
+
+
+def test_finish_then_claim_after_a_cancel_loses_the_outcome_but_still_claims(hub):
+    from tensorhub.tasks.queue import ClaimRequest
+    for i in range(2):
+        hub.create_task("t", source="x = 1", hyper_parameters={"i": i})
+    claim = hub.queue.claim_next(RUNNER, 30, spread=True)
+    assert hub.cancel_tasks("t", **{"hyper_parameters.i": claim.task["hyper_parameters"]["i"]}) == 1
+    written, nxt = hub.queue.finish_then_claim(claim, Outcome("finished", result={"x": 1}), None,
+                                               ClaimRequest(RUNNER, 30))
+    assert not written and nxt is not None
+    assert hub.get_task(claim.task_id).status == "cancelled" and hub.get_task(nxt.task_id).status == "running"
+
+
+def test_a_retry_that_finish_then_claim_returns_to_pending_wakes_idle_runners(hub):
+    from tensorhub.tasks.queue import ClaimRequest
+    retried = hub.create_task("t", source="x = 1", max_attempts=2)
+    hub.create_task("t", source="x = 1")
+    claim = hub.queue.claim_next(RUNNER, 30)
+    assert claim.task_id == retried
+    token = hub.queue.signal()
+    written, nxt = hub.queue.finish_then_claim(claim, Outcome("failed", error={"type": "E", "message": "m"}),
+                                               None, ClaimRequest(RUNNER, 30))
+    assert written and nxt is not None
+    assert hub.get_task(retried).status in ("pending", "running") and hub.queue.signal() != token

@@ -27,6 +27,7 @@ from tensorhub.runner.wakeup import Wakeup
 from tensorhub.tasks.attempt import Attempt
 from tensorhub.tasks.claims import Claim, ClaimInDoubt, Outcome, runner_identity
 from tensorhub.tasks.execute import describe_error
+from tensorhub.tasks.queue import ClaimRequest
 
 if TYPE_CHECKING:
     from tensorhub.hub import TensorHub
@@ -210,15 +211,22 @@ class Runner:
     def _quota_reached(self) -> bool:
         return self.config.max_tasks is not None and self.started >= self.config.max_tasks
 
+    def _may_claim(self) -> bool:
+        return not self._stopping and not self._quota_reached()
+
+    def _request(self, slot: Slot) -> ClaimRequest:
+        return ClaimRequest({**self.identity, "gpu": slot.gpu}, self.config.lease_seconds, self.config.task_name,
+                            self.config.query, self.config.allow_pickle)
+
     def _fill_slots(self) -> bool:
         claimed = False
         for slot in self.slots:
-            if slot.process is not None or self._stopping or self._quota_reached():
+            if slot.process is not None or not self._may_claim():
                 continue
-            runner = {**self.identity, "gpu": slot.gpu}
+            request = self._request(slot)
             try:
-                claim = self.queue.claim_next(runner, self.config.lease_seconds, self.config.task_name,
-                                              self.config.query, self.config.allow_pickle, spread=True)
+                claim = self.queue.claim_next(request.runner, request.lease_seconds, request.task_name,
+                                              request.query, request.allow_pickle, spread=True)
             except ClaimInDoubt as doubt:
                 log.warning("%s; it will be handed back when the server answers", doubt)
                 self._in_doubt.append(doubt)
@@ -306,21 +314,33 @@ class Runner:
             self._wakeup.wait(False, SUPERVISE_SLICE)
 
     def _complete(self, slot: Slot) -> None:
+        """Write the slot's outcome and, with a backlog, claim its next task in the same round trips."""
         proc, attempt = slot.process, slot.attempt
         assert proc is not None and attempt is not None
         outcome = proc.outcome()
-        if outcome.status == "failed":
-            self.failed += 1
         # The stored log is kept on the attempt: if the server drops us here, the retry reuses it.
-        if not attempt.write_back(outcome, str(proc.log_path)):
+        nxt: Claim | None = None
+        if self._may_claim():
+            try:
+                written, nxt = attempt.write_back_then_claim(outcome, str(proc.log_path), self._request(slot))
+            except ClaimInDoubt as doubt:  # the next claim's: hand it back later; the outcome is retried
+                self._in_doubt.append(doubt)
+                raise
+        else:
+            written = attempt.write_back(outcome, str(proc.log_path))
+        if not written:
             log.warning("task %s: lease lost before the outcome was written; outcome discarded",
                         proc.claim.task_id)
+        if outcome.status == "failed":
+            self.failed += 1
         self.completed += 1
         log.info("task %s: %s", proc.claim.task_id, outcome.status)
         proc.cleanup()
         slot.process = slot.attempt = None
         slot.since = None
         self._look = True  # a slot is free: the backlog may hold more
+        if nxt is not None:
+            self._start(slot, nxt)
 
     def _abandon(self, slot: Slot, why: str) -> None:
         proc, attempt = slot.process, slot.attempt

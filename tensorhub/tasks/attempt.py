@@ -14,7 +14,7 @@ from typing import Any
 
 from tensorhub.fields import HUB
 from tensorhub.tasks.claims import Claim, Outcome
-from tensorhub.tasks.queue import TaskQueue
+from tensorhub.tasks.queue import ClaimRequest, TaskQueue
 
 FENCE_FRACTION = 0.8   # stop our task when 80% of the lease passed without a renewal
 BEATS_PER_LEASE = 3
@@ -70,15 +70,29 @@ class Attempt:
     def write_back(self, outcome: Outcome, log_path: str | None = None) -> bool:
         """Store the output log (once, even across retries) and write the outcome; False if the
         lease was lost first (the outcome is then dropped, and the stored log with it)."""
-        claim = self.claim
+        self._store_log(outcome, log_path)
+        return self._written(self.queue.finish(self.claim, outcome, self.log_ref))
+
+    def write_back_then_claim(self, outcome: Outcome, log_path: str | None,
+                              request: ClaimRequest) -> tuple[bool, Claim | None]:
+        """:meth:`write_back`, and claim the slot's next task in the same round trips (a runner
+        with a backlog); returns (outcome written, the next claim or None)."""
+        self._store_log(outcome, log_path)
+        written, claim = self.queue.finish_then_claim(self.claim, outcome, self.log_ref, request)
+        return self._written(written), claim
+
+    def _store_log(self, outcome: Outcome, log_path: str | None) -> None:
         if log_path is not None and self.log_ref is None:
             if os.path.getsize(log_path) <= INLINE_LOG_BYTES:
                 # The whole log is the tail the outcome already carries: no blob (two writes saved).
                 outcome.output = {**(outcome.output or {}), "whole": True}
             else:
-                self.log_ref = self.queue.store_output_log(log_path, claim.task_id, claim.attempt)
-        if self.queue.finish(claim, outcome, self.log_ref):
-            previous = ((claim.task[HUB].get("output") or {}).get("log") or {}).get("id")
+                self.log_ref = self.queue.store_output_log(log_path, self.claim.task_id, self.claim.attempt)
+
+    def _written(self, written: bool) -> bool:
+        """After the outcome's write: drop the log it superseded, or ours if it was not written."""
+        if written:
+            previous = ((self.claim.task[HUB].get("output") or {}).get("log") or {}).get("id")
             if previous is not None and (self.log_ref is None or previous != self.log_ref["id"]):
                 self.queue.delete_blobs([previous])  # the last attempt's log, superseded by ours
             return True

@@ -40,6 +40,9 @@ from tensorhub.tasks.states import FAILED, PENDING, RUNNING
 
 CLAIM_ORDER = [(f"{HUB}.priority", DESCENDING), ("_id", ASCENDING)]  # higher priority, then oldest
 CANDIDATES_PER_CLAIM = 8
+# How long a runner keeps the candidates of one read for its next claims: long enough to serve a
+# backlog of short tasks, short enough that a newly queued task of higher priority waits little.
+CANDIDATES_KEPT_SECONDS = 2.0
 FAILURES_KEPT = 10
 # Hand-backs are not the task's fault and cost no attempt, up to this many: a task that keeps
 # making its runner stop (a SIGTERM to its parent, say) must not be retried forever for free.
@@ -140,6 +143,7 @@ class ClaimBook:
         self._on_end = on_end
         self._on_pending = on_pending  # a task went back to pending: wake idle runners
         self._started = started        # attempts whose start was recorded elsewhere (their run)
+        self._kept: dict[str, tuple[float, list[dict[str, Any]]]] = {}  # candidates kept: see claim_next
 
     def _ended(self, task_id: ObjectId, seq: int, outcome: str, error: dict[str, Any] | None) -> None:
         if self._on_end is None:
@@ -157,73 +161,78 @@ class ClaimBook:
                    sort: list[tuple[str, int]] | None = None, spread: bool = False) -> Claim | None:
         """Claim the first pending task matching ``query`` (priority, then age), or return None.
 
-        Raises :class:`ClaimInDoubt` when the server stopped answering halfway through a claim.
+        With ``spread`` (a runner in a fleet) the candidates of one read are kept for a moment
+        (CANDIDATES_KEPT_SECONDS) and tried in random order by this runner's next claims, so a
+        backlog costs one read per CANDIDATES_PER_CLAIM claims. A kept candidate another runner
+        took meanwhile only loses its ticket. Raises :class:`ClaimInDoubt` when the server stopped
+        answering halfway through a claim.
         """
+        while True:
+            candidates, fresh = self._candidates(query, sort, spread)
+            while candidates:
+                claim = self._try_claim(candidates.pop(0), runner, lease_seconds)
+                if claim is not None:
+                    return claim
+            if fresh:
+                return None  # every candidate of a fresh read was taken (or none was pending)
+
+    def _candidates(self, query: dict[str, Any], sort: list[tuple[str, int]] | None,
+                    spread: bool) -> tuple[list[dict[str, Any]], bool]:
+        """Pending tasks to try, best first, and whether they were read just now (else kept from
+        an earlier read, ``spread`` only). Claims pop what they try from the kept list."""
+        key = _key(query, sort)
+        kept_until, kept = self._kept.get(key, (0.0, []))
+        if spread and kept and time.monotonic() < kept_until:
+            return kept, False
         filter_ = self.project.scope({**query, "status": PENDING})
         candidates = list(self._tasks.find(filter_, sort=sort or CLAIM_ORDER, limit=CANDIDATES_PER_CLAIM))
         if spread:
             candidates = _spread(candidates)
-        for candidate in candidates:
-            claim = self._try_claim(candidate, runner, lease_seconds)
-            if claim is not None:
-                return claim
-        return None
+            self._kept = {key: (time.monotonic() + CANDIDATES_KEPT_SECONDS, candidates)}
+        return candidates, True
 
     def _try_claim(self, candidate: dict[str, Any], runner: dict[str, Any], lease_seconds: float) -> Claim | None:
         """Take the candidate's next round. The candidate document was read with the find, so a
         claim whose replies all arrive costs two commands: the ticket and the task update."""
-        task_id, seq = candidate["_id"], int(candidate[HUB].get("seq", 0))
-        token, now = uuid.uuid4().hex, utcnow()
-        started = time.monotonic()
-        ticket = states.claim_ticket(task_id, seq + 1)
-        deadline = time.monotonic() + lease_seconds / 2
+        t = _Try(candidate, runner, lease_seconds, self.project.name)
         tries = iter(range(1_000_000))
         try:
-            won = retrying(lambda: states.take_ticket(
-                self._claims, ticket, token, retry=next(tries) > 0, task_id=task_id, project=self.project.name,
-                seq=seq + 1, purpose="run", runner=runner, heartbeat_at=now,
-                expires_at=now + dt.timedelta(seconds=lease_seconds)), deadline)
+            won = retrying(lambda: states.take_ticket(self._claims, t.ticket, t.token, retry=next(tries) > 0,
+                                                      **t.ticket_fields), t.deadline)
             if not won:
-                self._skip_stale_claim(task_id, seq, ticket, now)
+                self._skip_stale_claim(t.task_id, t.seq, t.ticket, t.now)
                 return None  # someone else claimed (or cancelled) this round first
-            doc = retrying(lambda: self._enter_running(candidate, seq, token, runner, now), deadline)
-            if doc is None:
-                return None
-            claim = Claim(doc, seq + 1, token, runner, lease_seconds)
-            # A round is only ever skipped as stale STALE_TICKET after its ticket was taken: a
-            # claim that got here well before that cannot have been skipped.
-            slow = time.monotonic() - started > STALE_TICKET.total_seconds() / 2
-            if slow and retrying(lambda: self._ended_by_other(claim), deadline):
-                return None  # skipped as stale while we were slow
-            return claim
+            doc = retrying(lambda: self._enter_running(t), t.deadline)
+            return None if doc is None else self._confirmed(t, doc)
         except ConnectionFailure:
-            raise ClaimInDoubt(task_id, seq + 1, token) from None
+            raise ClaimInDoubt(t.task_id, t.seq + 1, t.token) from None
 
-    def _enter_running(self, candidate: dict[str, Any], seq: int, token: str, runner: dict[str, Any],
-                       now: dt.datetime) -> dict[str, Any] | None:
-        """Move the task into ``running`` under our token, or adopt that an earlier try did.
-
-        The attempt's run id is chosen here and stamped on the task with the previous one as its
-        parent, so opening and closing the run later are one write each, with no lookups.
-        """
-        task_id = candidate["_id"]
-        ticket = states.claim_ticket(task_id, seq + 1)
-        fields = {"seq": seq + 1, "lease": {"ticket": ticket, "token": token}, "runner": runner,
-                  "started_at": now, "finished_at": None, "run_id": ObjectId(),
-                  "parent_run_id": candidate[HUB].get("run_id")}
-        if states.transition(self._tasks, task_id, PENDING, RUNNING, guard={"seq": seq}, set_fields=fields,
-                             inc={"attempts": 1}):
-            claimed = copy.deepcopy(candidate)  # what the update made of it, without reading it back
-            claimed["status"] = RUNNING
-            claimed[HUB].update(fields, attempts=int(candidate[HUB].get("attempts", 0)) + 1)
+    def _enter_running(self, t: _Try) -> dict[str, Any] | None:
+        """Move the task into ``running`` under our token, or adopt that an earlier try did."""
+        change, claimed = _running_change(t)
+        if states.apply_transitions(self._tasks, [change]) == 1:
             return claimed
-        found = self._tasks.find_one({"_id": task_id})  # a lost reply, or someone else: look
-        if found is not None and found.get("status") == RUNNING and _lease_token(found) == token:
+        return self._adopt_or_abandon(t)
+
+    def _adopt_or_abandon(self, t: _Try) -> dict[str, Any] | None:
+        """Our move into ``running`` did not report landing: a lost reply (adopt what the server
+        has), or the task was deleted, cancelled or skipped meanwhile (close the round)."""
+        found = self._tasks.find_one({"_id": t.task_id})
+        if found is not None and found.get("status") == RUNNING and _lease_token(found) == t.token:
             return found
-        # Deleted, cancelled or skipped meanwhile: close the round so nothing waits on it.
-        states.take_ticket(self._claims, states.end_ticket(task_id, seq + 1), token, task_id=task_id,
+        states.take_ticket(self._claims, states.end_ticket(t.task_id, t.seq + 1), t.token, task_id=t.task_id,
                            by="claim-abandoned")
         return None
+
+    def _confirmed(self, t: _Try, doc: dict[str, Any]) -> Claim | None:
+        """The claim, unless its round was skipped as stale while we were slow."""
+        claim = Claim(doc, t.seq + 1, t.token, t.runner, t.lease_seconds)
+        # A round is only ever skipped as stale STALE_TICKET after its ticket was taken: a
+        # claim that got here well before that cannot have been skipped.
+        slow = time.monotonic() - t.started > STALE_TICKET.total_seconds() / 2
+        if slow and retrying(lambda: self._ended_by_other(claim), t.deadline):
+            return None
+        return claim
 
     def _skip_stale_claim(self, task_id: ObjectId, seq: int, ticket: str, now: dt.datetime) -> None:
         """A claimer that died between its ticket and its update would block the task forever:
@@ -354,52 +363,79 @@ class ClaimBook:
             return False
         # While we hold the lease, nobody else writes the task (enders need the end ticket we now
         # hold), so the claimed document is still what the server has: no need to read it back.
-        if self._end(claim.task, claim.seq, outcome, token=claim.token, extra_blob_ids=extra_blob_ids):
-            return True
+        return self._write_end(claim, outcome, extra_blob_ids)
+
+    def _ended_by_us(self, claim: Claim) -> bool:
+        """Our outcome update did not report landing: did an earlier try of it land (a lost reply)?"""
         task = self._tasks.find_one({"_id": claim.task_id}, {f"{HUB}.ended_by": 1, f"{HUB}.lease": 1})
         return task is not None and _lease_token(task) is None and task[HUB].get("ended_by") == claim.token
+
+    def finish_then_claim(self, claim: Claim, outcome: Outcome, extra_blob_ids: list[ObjectId] | None,
+                          query: dict[str, Any], runner: dict[str, Any], lease_seconds: float,
+                          sort: list[tuple[str, int]] | None = None) -> tuple[bool, Claim | None]:
+        """:meth:`finish`, and claim the runner's next task in the same round trips.
+
+        A runner with a backlog ends one attempt and starts the next at once, so both ride on the
+        same commands: one insert takes this attempt's end ticket and the next task's claim ticket,
+        one bulk update writes this outcome and moves the next task to ``running`` (this attempt's
+        run is closed in between, as in :meth:`finish`). Each ticket is still won or lost on its
+        own, so the guarantees are those of :meth:`finish` and :meth:`claim_next`. Returns whether
+        the outcome was written, and the new claim or None. Raises :class:`ClaimInDoubt` for the
+        new claim if the server stopped answering (calling again then writes the outcome).
+        """
+        candidates, _ = self._candidates(query, sort, spread=True)
+        if not candidates:
+            return self.finish(claim, outcome, extra_blob_ids), None
+        t = _Try(candidates.pop(0), runner, lease_seconds, self.project.name)
+        end = (states.end_ticket(claim.task_id, claim.seq), claim.token, {"task_id": claim.task_id, "by": "runner"})
+        tries = iter(range(1_000_000))
+        try:
+            ended, won = retrying(lambda: states.take_tickets(
+                self._claims, [end, (t.ticket, t.token, t.ticket_fields)], retry=(True, next(tries) > 0)), t.deadline)
+        except ConnectionFailure:
+            raise ClaimInDoubt(t.task_id, t.seq + 1, t.token) from None
+        if not won:  # someone else claimed (or cancelled) that round first: end ours, claim another
+            self._skip_stale_claim(t.task_id, t.seq, t.ticket, t.now)
+            written = ended and self._write_end(claim, outcome, extra_blob_ids)
+            return written, self.claim_next(query, runner, lease_seconds, sort, spread=True)
+        try:
+            written, doc = retrying(lambda: self._end_and_enter(claim, outcome, extra_blob_ids, ended, t), t.deadline)
+        except ConnectionFailure:
+            raise ClaimInDoubt(t.task_id, t.seq + 1, t.token) from None
+        return written, None if doc is None else self._confirmed(t, doc)
+
+    def _end_and_enter(self, claim: Claim, outcome: Outcome, extra_blob_ids: list[ObjectId] | None, ended: bool,
+                       t: _Try) -> tuple[bool, dict[str, Any] | None]:
+        """Write the claim's outcome (if we hold its end ticket) and move the next task into
+        ``running``, in one bulk update; look at both tasks only when it reports a short count."""
+        changes = []
+        if ended:
+            end_change, outcome = _end_change(claim.task, claim.seq, outcome, claim.token, extra_blob_ids)
+            self._ended(claim.task_id, claim.seq, outcome.status, outcome.error)  # the run first, as in _end
+            changes.append(end_change)
+        change, claimed = _running_change(t)
+        doc: dict[str, Any] | None = claimed
+        if states.apply_transitions(self._tasks, changes + [change]) < len(changes) + 1:
+            ended = ended and self._ended_by_us(claim)
+            doc = self._adopt_or_abandon(t)
+        if ended and changes[0].update["$set"]["status"] == PENDING and self._on_pending is not None:
+            self._on_pending()
+        return ended, doc
+
+    def _write_end(self, claim: Claim, outcome: Outcome, extra_blob_ids: list[ObjectId] | None) -> bool:
+        """Write the outcome of a claim whose end ticket we hold (or an earlier try of ours wrote it)."""
+        return self._end(claim.task, claim.seq, outcome, token=claim.token, extra_blob_ids=extra_blob_ids) \
+            or self._ended_by_us(claim)
 
     def _end(self, task: dict[str, Any], seq: int, outcome: Outcome, token: str | None = None,
              extra_blob_ids: list[ObjectId] | None = None) -> bool:
         """The one place an attempt's outcome is written: status, result and times in one update."""
-        hub, now = task[HUB], utcnow()
-        started = hub.get("started_at")
-        runner = (hub.get("runner") or {}).get("id")
-        fields: dict[str, Any] = {"finished_at": now, "lease": None, "ended_by": token,
-                                  "duration_seconds": (now - _aware(started)).total_seconds() if started else None}
-        if outcome.output is not None:
-            fields["output"] = outcome.output
-        if extra_blob_ids is not None:
-            fields["blob_ids"] = _code_blob_ids(hub) + list(extra_blob_ids)
-        inc: dict[str, int] = {}
-        attempts = int(hub.get("attempts", 0))
-        if outcome.status == "handed_back" and int(hub.get("hand_backs", 0)) >= FREE_HAND_BACKS:
-            outcome = Outcome("failed", output=outcome.output, error={
-                "type": "HandedBackTooOften",
-                "message": f"handed back {FREE_HAND_BACKS} times without finishing; this time it counts "
-                           f"as an attempt (last reason: {outcome.reason})"})
-        if outcome.status == "finished":
-            target = states.FINISHED
-            fields.update(result=outcome.result, error=None)
-        elif outcome.status == "handed_back":
-            target = PENDING  # not the task's fault: the round does not count as an attempt
-            inc.update(attempts=-1, hand_backs=1)
-            fields.update(finished_at=None, history=states.with_history(task, states.history_entry(
-                "handed_back", attempt=attempts, runner=runner, reason=outcome.reason)))
-        else:
-            target = PENDING if attempts < int(hub.get("attempt_limit", 1)) else FAILED
-            failure = {"attempt": attempts, "at": now, "runner": runner, **(outcome.error or {})}
-            fields.update(error=outcome.error, failures=(list(hub.get("failures") or []) + [failure])[-FAILURES_KEPT:])
-            if target == PENDING:
-                fields["finished_at"] = None
-        guard: dict[str, Any] = {"seq": seq}
-        if token is not None:
-            guard["lease.token"] = token
+        change, outcome = _end_change(task, seq, outcome, token, extra_blob_ids)
         # The end ticket makes us the only party ending this attempt: close its run first, so a
         # reader who sees the task ended also sees its run ended.
         self._ended(task["_id"], seq, outcome.status, outcome.error)
-        moved = states.transition(self._tasks, task["_id"], RUNNING, target, guard, fields, inc or None)
-        if moved and target == PENDING and self._on_pending is not None:
+        moved = states.apply_transitions(self._tasks, [change]) == 1
+        if moved and change.update["$set"]["status"] == PENDING and self._on_pending is not None:
             self._on_pending()
         return moved
 
@@ -443,6 +479,99 @@ class ClaimBook:
         self._claims.delete_many({"task_id": task_id})
 
 
+@dataclass
+class _Try:
+    """One try at claiming a candidate: the round it takes, with its own token and lease."""
+
+    candidate: dict[str, Any]
+    runner: dict[str, Any]
+    lease_seconds: float
+    project: str | None
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    now: dt.datetime = field(default_factory=utcnow)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def task_id(self) -> ObjectId:
+        return self.candidate["_id"]
+
+    @property
+    def seq(self) -> int:
+        """The round the candidate was in when read; the claim takes the next one."""
+        return int(self.candidate[HUB].get("seq", 0))
+
+    @property
+    def ticket(self) -> str:
+        return states.claim_ticket(self.task_id, self.seq + 1)
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.lease_seconds / 2
+
+    @property
+    def ticket_fields(self) -> dict[str, Any]:
+        return {"task_id": self.task_id, "project": self.project, "seq": self.seq + 1, "purpose": "run",
+                "runner": self.runner, "heartbeat_at": self.now,
+                "expires_at": self.now + dt.timedelta(seconds=self.lease_seconds)}
+
+
+def _running_change(t: _Try) -> tuple[states.Change, dict[str, Any]]:
+    """The claim's move of a pending task into ``running``, and the task as it will then be.
+
+    The attempt's run id is chosen here and stamped on the task with the previous one as its
+    parent, so opening and closing the run later are one write each, with no lookups.
+    """
+    fields = {"seq": t.seq + 1, "lease": {"ticket": t.ticket, "token": t.token}, "runner": t.runner,
+              "started_at": t.now, "finished_at": None, "run_id": ObjectId(),
+              "parent_run_id": t.candidate[HUB].get("run_id")}
+    change = states.transition_change(t.task_id, PENDING, RUNNING, guard={"seq": t.seq}, set_fields=fields,
+                                      inc={"attempts": 1})
+    claimed = copy.deepcopy(t.candidate)  # what the update makes of it, without reading it back
+    claimed["status"] = RUNNING
+    claimed[HUB].update(fields, attempts=int(t.candidate[HUB].get("attempts", 0)) + 1)
+    return change, claimed
+
+
+def _end_change(task: dict[str, Any], seq: int, outcome: Outcome, token: str | None,
+                extra_blob_ids: list[ObjectId] | None) -> tuple[states.Change, Outcome]:
+    """The update that writes an attempt's outcome (status, result, times, failures), and the
+    outcome as written (a hand-back past FREE_HAND_BACKS counts as a failure)."""
+    hub, now = task[HUB], utcnow()
+    started = hub.get("started_at")
+    runner = (hub.get("runner") or {}).get("id")
+    fields: dict[str, Any] = {"finished_at": now, "lease": None, "ended_by": token,
+                              "duration_seconds": (now - _aware(started)).total_seconds() if started else None}
+    if outcome.output is not None:
+        fields["output"] = outcome.output
+    if extra_blob_ids is not None:
+        fields["blob_ids"] = _code_blob_ids(hub) + list(extra_blob_ids)
+    inc: dict[str, int] = {}
+    attempts = int(hub.get("attempts", 0))
+    if outcome.status == "handed_back" and int(hub.get("hand_backs", 0)) >= FREE_HAND_BACKS:
+        outcome = Outcome("failed", output=outcome.output, error={
+            "type": "HandedBackTooOften",
+            "message": f"handed back {FREE_HAND_BACKS} times without finishing; this time it counts "
+                       f"as an attempt (last reason: {outcome.reason})"})
+    if outcome.status == "finished":
+        target = states.FINISHED
+        fields.update(result=outcome.result, error=None)
+    elif outcome.status == "handed_back":
+        target = PENDING  # not the task's fault: the round does not count as an attempt
+        inc.update(attempts=-1, hand_backs=1)
+        fields.update(finished_at=None, history=states.with_history(task, states.history_entry(
+            "handed_back", attempt=attempts, runner=runner, reason=outcome.reason)))
+    else:
+        target = PENDING if attempts < int(hub.get("attempt_limit", 1)) else FAILED
+        failure = {"attempt": attempts, "at": now, "runner": runner, **(outcome.error or {})}
+        fields.update(error=outcome.error, failures=(list(hub.get("failures") or []) + [failure])[-FAILURES_KEPT:])
+        if target == PENDING:
+            fields["finished_at"] = None
+    guard: dict[str, Any] = {"seq": seq}
+    if token is not None:
+        guard["lease.token"] = token
+    return states.transition_change(task["_id"], RUNNING, target, guard, fields, inc or None), outcome
+
+
 def _spread(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The candidates of the highest priority in random order, then the rest: many runners
     claiming at once then mostly try different tasks instead of racing for the first one."""
@@ -452,6 +581,10 @@ def _spread(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     first = [c for c in candidates if c[HUB].get("priority", 0) == top]
     random.shuffle(first)
     return first + [c for c in candidates if c[HUB].get("priority", 0) != top]
+
+
+def _key(query: dict[str, Any], sort: list[tuple[str, int]] | None) -> str:
+    return repr((query, sort))
 
 
 def _lease_token(doc: dict[str, Any]) -> str | None:

@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,17 @@ PENDING_CHANGES = [{"$match": {"$or": [{"operationType": "insert"},
                                        {"updateDescription.updatedFields.status": PENDING}]}}]
 # Told when an attempt starts: (task document, round, runner) -> the id of the attempt's run.
 OnStart = Callable[[dict[str, Any], int, dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    """What a runner's slot claims: :meth:`TaskQueue.claim_next`'s arguments, kept together."""
+
+    runner: dict[str, Any]
+    lease_seconds: float = defaults.LEASE_SECONDS
+    task_name: str | None = None
+    query: Mapping[str, Any] | None = None
+    allow_pickle: bool = False
 
 
 class TaskQueue:
@@ -329,13 +341,25 @@ class TaskQueue:
         runners) picks among the top candidates at random, so runners rarely race for one. Raises
         :class:`~tensorhub.tasks.claims.ClaimInDoubt` if the server stopped answering mid-claim.
         """
+        order = normalize_sort(sort)
+        return self._book.claim_next(self._claim_filter(task_name, query, allow_pickle), runner, lease_seconds,
+                                     None if order is None else with_tiebreak(order), spread=spread)
+
+    def finish_then_claim(self, claim: Claim, outcome: Outcome, log_ref: dict[str, Any] | None,
+                          request: ClaimRequest) -> tuple[bool, Claim | None]:
+        """:meth:`finish`, then claim the next task as :meth:`claim_next` would (a runner's
+        ``spread`` claim), sharing the round trips; returns (outcome written, new claim or None)."""
+        filter_ = self._claim_filter(request.task_name, request.query, request.allow_pickle)
+        return self._book.finish_then_claim(claim, outcome, _with_log(outcome, log_ref), filter_, request.runner,
+                                            request.lease_seconds)
+
+    @staticmethod
+    def _claim_filter(task_name: str | None, query: Mapping[str, Any] | None, allow_pickle: bool) -> dict[str, Any]:
         filter_ = build_query(query or {}, NOT_QUERYABLE)
         if task_name is not None:
             filter_["task_name"] = task_name
         filter_[NEEDS_PICKLE] = {"$in": [False, True] if allow_pickle else [False]}
-        order = normalize_sort(sort)
-        return self._book.claim_next(filter_, runner, lease_seconds, None if order is None else with_tiebreak(order),
-                                     spread=spread)
+        return filter_
 
     def begin(self, claim: Claim) -> bool:
         """Mark the claimed attempt as started, just before its code runs; False if it was lost."""
@@ -352,9 +376,7 @@ class TaskQueue:
 
     def finish(self, claim: Claim, outcome: Outcome, log_ref: dict[str, Any] | None = None) -> bool:
         """Write the attempt's outcome (fenced by the claim's token); False if the lease was lost."""
-        if log_ref is not None:
-            outcome.output = {**(outcome.output or {}), "log": log_ref}
-        return self._book.finish(claim, outcome, None if log_ref is None else [log_ref["id"]])
+        return self._book.finish(claim, outcome, _with_log(outcome, log_ref))
 
     def settle(self, doubt: ClaimInDoubt) -> None:
         """Hand back a claim whose replies were lost, without charging an attempt."""
@@ -413,6 +435,14 @@ class TaskQueue:
     def delete_blobs(self, blob_ids: Iterable[ObjectId]) -> None:
         """Delete blobs the queue wrote and no document references (a superseded output log)."""
         self._blobs.delete(blob_ids)
+
+
+def _with_log(outcome: Outcome, log_ref: dict[str, Any] | None) -> list[ObjectId] | None:
+    """Point the outcome at its stored log; the blob ids the task then references beside its code."""
+    if log_ref is None:
+        return None
+    outcome.output = {**(outcome.output or {}), "log": log_ref}
+    return [log_ref["id"]]
 
 
 def _hyper_parameters(value: Any) -> dict[str, Any]:

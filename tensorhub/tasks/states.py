@@ -25,11 +25,12 @@ lost its claim's replies, or handed the task back) gives its count back and leav
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from bson import ObjectId
+from pymongo import UpdateOne
 from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from tensorhub.errors import IllegalTransition
 from tensorhub.fields import HUB, utcnow
@@ -39,6 +40,7 @@ STATES = (PENDING, RUNNING, FINISHED, FAILED, CANCELLED)
 ACTIVE = (PENDING, RUNNING)
 DONE = (FINISHED, FAILED, CANCELLED)
 HISTORY_KEPT = 20
+DUPLICATE_KEY = 11000  # the server's code for an insert whose _id is taken
 
 # (from, to) -> why it happens. Anything not listed is refused.
 TRANSITIONS: dict[tuple[str, str], str] = {
@@ -83,6 +85,28 @@ def take_ticket(claims: Collection, ticket: str, owner: str, retry: bool = True,
         return claims.find_one({"_id": ticket, "owner": owner}, {"_id": 1}) is not None
 
 
+def take_tickets(claims: Collection, tickets: list[tuple[str, str, dict[str, Any]]],
+                 retry: tuple[bool, ...] | None = None) -> list[bool]:
+    """Take several tickets in one round trip: ``(ticket, owner, fields)`` each, each won or lost
+    on its own exactly as with :func:`take_ticket` (``retry[i]`` as its ``retry``, default True).
+
+    One unordered insert: a ticket someone else holds does not stop the others.
+    """
+    now = utcnow()
+    try:
+        claims.insert_many([{"_id": t, "owner": o, "taken_at": now, **f} for t, o, f in tickets], ordered=False)
+        return [True] * len(tickets)
+    except BulkWriteError as err:
+        errors = err.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        taken = {int(e["index"]) for e in errors}
+    retry = retry or (True,) * len(tickets)
+    ask = [tickets[i][0] for i in sorted(taken) if retry[i]]
+    owners = {d["_id"]: d.get("owner") for d in claims.find({"_id": {"$in": ask}}, {"owner": 1})} if ask else {}
+    return [i not in taken or (retry[i] and owners.get(t) == o) for i, (t, o, _) in enumerate(tickets)]
+
+
 def history_entry(event: str, **details: Any) -> dict[str, Any]:
     """One line of a task's history, e.g. ``{"at": …, "event": "handed_back", "reason": …}``."""
     return {"at": utcnow(), "event": event, **{k: v for k, v in details.items() if v is not None}}
@@ -103,6 +127,20 @@ def transition(tasks: Collection, task_id: ObjectId, source: str, target: str,
     state the caller's ticket is about. Field names are bookkeeping names (``"seq"``,
     ``"lease.token"``) or the top-level ``"result"``. Returns whether it landed.
     """
+    return apply_transitions(tasks, [transition_change(task_id, source, target, guard, set_fields, inc)]) == 1
+
+
+class Change(NamedTuple):
+    """One task's conditional update: what it must still be (``query``) and what it becomes."""
+
+    query: dict[str, Any]
+    update: dict[str, Any]
+
+
+def transition_change(task_id: ObjectId, source: str, target: str, guard: dict[str, Any] | None = None,
+                      set_fields: dict[str, Any] | None = None, inc: dict[str, int] | None = None) -> Change:
+    """The one conditional update of :func:`transition`, not yet sent: :func:`apply_transitions`
+    sends several (of different tasks) in one round trip."""
     if (source, target) not in TRANSITIONS:
         raise IllegalTransition(f"a task cannot go from {source!r} to {target!r}")
     changes = {hub_path(k): v for k, v in (set_fields or {}).items()}
@@ -110,7 +148,17 @@ def transition(tasks: Collection, task_id: ObjectId, source: str, target: str,
     if inc:
         update["$inc"] = {hub_path(k): v for k, v in inc.items()}
     query = {"_id": task_id, "status": source, **{hub_path(k): v for k, v in (guard or {}).items()}}
-    return tasks.update_one(query, update).matched_count == 1
+    return Change(query, update)
+
+
+def apply_transitions(tasks: Collection, changes: list[Change]) -> int:
+    """Send transitions of different tasks in one unordered bulk update; how many landed.
+
+    The server answers with a total only: when it is short, the caller reads the tasks to see which.
+    """
+    if len(changes) <= 1 or not isinstance(tasks, Collection):  # mongomock's bulk_write lags pymongo's
+        return sum(tasks.update_one(c.query, c.update).matched_count for c in changes)
+    return tasks.bulk_write([UpdateOne(c.query, c.update) for c in changes], ordered=False).matched_count
 
 
 def initial() -> dict[str, Any]:
