@@ -18,9 +18,14 @@
 #      directory as TENSORHUB_POSTGRES_BINDIR (pytest itself starts and removes
 #      a throw-away cluster: see tests/postgres.py); skipped when
 #      TENSORHUB_TEST_BACKENDS leaves out ferretdb_pg;
-#   4. runs the quality gates, `ruff check tensorhub tests` and `mypy` (both
+#   4. finds Debian's Chromium (/usr/bin/chromium) for the dashboard's browser
+#      tests (Playwright drives it; Playwright's own browser download is never
+#      used), installing Debian's "chromium" package with apt-get if it is
+#      missing, and exports its path as TENSORHUB_CHROMIUM; skipped when
+#      TENSORHUB_TEST_BACKENDS leaves out ferretdb, where those tests run;
+#   5. runs the quality gates, `ruff check tensorhub tests` and `mypy` (both
 #      configured in pyproject.toml), and stops if either fails;
-#   5. runs `python -m pytest -n 2 --dist worksteal "$@"` from the repository
+#   6. runs `python -m pytest -n 2 --dist worksteal "$@"` from the repository
 #      root (the docstring examples run as doctests, and the index-coverage
 #      check judges every query the library sent to a real server). Two
 #      pytest-xdist workers, each starting its own servers: with FerretDB on
@@ -35,6 +40,8 @@
 #   TENSORHUB_FERRETDB       ferretdb binary to use; it must work, no search is made
 #   TENSORHUB_POSTGRES_BINDIR directory of initdb, postgres, pg_isready and createdb;
 #                            it must hold them, no search is made
+#   TENSORHUB_CHROMIUM       chromium binary for the dashboard's browser tests; it must
+#                            work, no search is made
 #   TENSORHUB_PYTHON         interpreter that creates .venv (default: python3)
 #   TENSORHUB_REINSTALL=1    reinstall into .venv even if pyproject.toml is unchanged
 #   TENSORHUB_TEST_NO_VENV=1 use the current `python3` as it is: no virtualenv, no pip
@@ -251,7 +258,48 @@ backend_selected() {
     return 1
 }
 
-# --- 4. quality gates and pytest ---------------------------------------------------
+# --- 4. Chromium (the dashboard's browser tests) ---------------------------------------
+
+# True if $1 is an executable Chromium that starts (`chromium --version`).
+chromium_works() {
+    [[ -f "$1" && -x "$1" ]] && "$1" --version >/dev/null 2>&1
+}
+
+# Installs Debian's chromium package (the browser tests start it headless, with Playwright).
+install_chromium() {
+    if [[ "$(id -u)" != "0" ]] || ! command -v apt-get >/dev/null; then
+        die "Chromium is needed for the dashboard's browser tests but was not found. Install Debian's chromium package (apt-get install -y chromium) or set TENSORHUB_CHROMIUM; or leave ferretdb out of TENSORHUB_TEST_BACKENDS."
+    fi
+    log "Chromium not found: installing Debian's chromium package with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    # A fresh machine may have no package lists yet; then install once more after an update.
+    if ! apt-get install -y --no-install-recommends chromium >&2; then
+        apt-get update >&2 || die "apt-get update failed"
+        apt-get install -y --no-install-recommends chromium >&2 || die "apt-get install chromium failed"
+    fi
+}
+
+# Prints the path of a working chromium: $TENSORHUB_CHROMIUM, then /usr/bin/chromium,
+# then PATH, else installs the package. Same order as tests/test_dashboard_browser.py.
+find_or_install_chromium() {
+    if [[ -n "${TENSORHUB_CHROMIUM:-}" ]]; then
+        chromium_works "$TENSORHUB_CHROMIUM" || die "TENSORHUB_CHROMIUM=$TENSORHUB_CHROMIUM is not a working chromium ('--version' failed)"
+        printf '%s\n' "$TENSORHUB_CHROMIUM"
+        return
+    fi
+    local candidate
+    for candidate in /usr/bin/chromium "$(command -v chromium || true)"; do
+        if [[ -n "$candidate" ]] && chromium_works "$candidate"; then
+            printf '%s\n' "$candidate"
+            return
+        fi
+    done
+    install_chromium
+    chromium_works /usr/bin/chromium || die "installed chromium, but /usr/bin/chromium does not start"
+    printf '%s\n' /usr/bin/chromium
+}
+
+# --- 5. quality gates and pytest ---------------------------------------------------
 
 PYTHON="$(setup_python)"
 TENSORHUB_FERRETDB="$(find_or_build_ferretdb)"
@@ -262,6 +310,11 @@ if backend_selected ferretdb_pg; then
     TENSORHUB_POSTGRES_BINDIR="$(find_or_install_postgres)"
     export TENSORHUB_POSTGRES_BINDIR
     log "postgresql: $TENSORHUB_POSTGRES_BINDIR"
+fi
+if backend_selected ferretdb; then
+    TENSORHUB_CHROMIUM="$(find_or_install_chromium)"
+    export TENSORHUB_CHROMIUM
+    log "chromium: $TENSORHUB_CHROMIUM"
 fi
 
 # Quality gates first (configured in pyproject.toml): lint, then types. A failure stops the run.

@@ -71,6 +71,10 @@ function facts(id, pairs) {
   for (const [label, value] of pairs) {
     dl.append(el("dt", {}, label), el("dd", {}, value instanceof Node ? value : text(value)));
   }
+  if (!pairs.length) dl.append(el("dd", { class: "muted" }, "none"));
+}
+function none(tb, columns, message) {
+  if (!tb.rows.length) tb.append(el("tr", {}, el("td", { colspan: columns, class: "muted" }, message || "none")));
 }
 function runLink(id, label) { return el("a", { href: `/runs/${encodeURIComponent(id)}` }, label || id); }
 function taskLink(id, label) { return el("a", { href: `/tasks/${encodeURIComponent(id)}` }, label || id); }
@@ -204,6 +208,7 @@ function renderTask(data) {
       el("td", { class: "num" }, run.epochs_done), el("td", {}, run.runner ? `${run.runner.host}:${run.runner.pid}` : "–"),
       el("td", {}, when(run.started_at)), el("td", {}, when(run.ended_at))));
   }
+  none(runs, 7, "not started yet");
   const error = clear($("task-error"));
   if (data.error) error.append(el("p", { class: "err" }, `${data.error.type}: ${data.error.message}`), pre(data.error.traceback));
   else error.append(el("p", { class: "muted" }, "none"));
@@ -217,6 +222,7 @@ function renderTask(data) {
     const { at, event, ...rest } = h;
     history.append(el("tr", {}, el("td", {}, when(at)), el("td", {}, event), el("td", {}, kv(rest))));
   }
+  none(history, 3, "no hand-backs, lost rounds or requeues");
   $("task-output").textContent = data.output.tail || "(no output yet)";
   const actions = clear($("actions"));
   if (ACTIONS) {
@@ -322,6 +328,7 @@ function renderRun(data) {
     summary.append(el("tr", {}, el("td", {}, name), el("td", { class: "num" }, `${text(s.min)} (${text(s.min_epoch)})`),
       el("td", { class: "num" }, `${text(s.max)} (${text(s.max_epoch)})`), el("td", { class: "num" }, text(s.last))));
   }
+  none(summary, 4, "no epoch metrics yet");
   facts("run-lineage", [
     ["task", data.task_id ? taskLink(data.task_id, `${data.task_name || ""} ${data.task_id}`) : "– (a script's own run)"],
     ["continues", data.parent_run_id ? runLink(data.parent_run_id) : "–"],
