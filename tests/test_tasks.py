@@ -322,3 +322,12 @@ def test_a_retry_that_finish_then_claim_returns_to_pending_wakes_idle_runners(hu
                                                None, ClaimRequest(RUNNER, 30))
     assert written and nxt is not None
     assert hub.get_task(retried).status in ("pending", "running") and hub.queue.signal() != token
+
+
+def test_one_runner_of_the_fleet_reaps_per_interval(hub):
+    other = hub.open_again()
+    assert hub.queue.reap_turn(0, "a")          # the first turn ever; its interval is already over
+    assert other.queue.reap_turn(30, "b")       # so the next caller reaps, and moves it on 30 s
+    assert not hub.queue.reap_turn(30, "a") and not other.queue.reap_turn(30, "b")
+    from tensorhub import TensorHub
+    assert TensorHub(hub.uri, project_name="elsewhere").queue.reap_turn(30, "c")  # projects reap apart

@@ -379,8 +379,10 @@ class Runner:
     def _reap_if_due(self) -> None:
         now = time.monotonic()
         if now >= self._next_reap:
-            reaped = self.queue.reap_expired()
+            interval = max(1.0, self.config.lease_seconds / 4)
+            # One runner of the fleet reaps per interval; the others' turn costs one update by _id.
+            reaped = self.queue.reap_expired() if self.queue.reap_turn(interval, self.identity["id"]) else 0
             if reaped:
                 log.info("returned %d task(s) with expired leases", reaped)
                 self._wakeup.wake()
-            self._next_reap = now + max(1.0, self.config.lease_seconds / 4)
+            self._next_reap = now + interval

@@ -17,6 +17,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
 from tensorhub import defaults
 from tensorhub.blobs import BlobStore
@@ -385,6 +386,24 @@ class TaskQueue:
     def reap_expired(self, now: dt.datetime | None = None) -> int:
         """Return tasks whose runner stopped renewing its lease (by ``now``); how many were returned."""
         return self._book.reap_expired(now)
+
+    def reap_turn(self, interval_seconds: float, runner_id: str | None = None) -> bool:
+        """Whether this caller should reap now: True for one runner of the fleet per interval.
+
+        One conditional update of the project's reaper document (by ``_id``): the runner that
+        finds the interval over moves it on and reaps; the others skip, so the fleet's reaping
+        queries do not grow with its size. Where two still win (FerretDB's updates read then
+        write), both reap, which is safe: each expired attempt's end ticket has one winner.
+        """
+        now = utcnow()
+        try:
+            turn = self._signals.update_one(
+                {"_id": f"reaper/{self.project.name or ''}", "next_at": {"$lte": now}},
+                {"$set": {"next_at": now + dt.timedelta(seconds=interval_seconds), "by": runner_id, "at": now}},
+                upsert=True)
+        except DuplicateKeyError:  # the document exists and its interval is not over: not our turn
+            return False
+        return turn.matched_count == 1 or turn.upserted_id is not None
 
     def wake_runners(self) -> None:
         """Tell idle runners there may be work: a new token on the project's signal document.
