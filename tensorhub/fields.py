@@ -41,6 +41,11 @@ def utcnow() -> dt.datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """A stored date as an aware UTC datetime (servers and clients without tz_aware give naive ones)."""
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
 def to_bson_value(value: Any, key: str) -> Any:
     """Convert ``value`` to what BSON stores naturally, or raise :class:`InvalidField` naming ``key``.
 
@@ -70,7 +75,7 @@ def to_bson_value(value: Any, key: str) -> Any:
                                "save it as a dataset instead")
         return to_bson_value(value.tolist(), key)
     if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        return as_utc(value)
     if isinstance(value, dt.date):
         return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)
     if isinstance(value, dt.timedelta):

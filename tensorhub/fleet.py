@@ -20,7 +20,7 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.database import Database
 
-from tensorhub.fields import HUB, to_bson_value, utcnow
+from tensorhub.fields import HUB, as_utc, to_bson_value, utcnow
 from tensorhub.project import PROJECT_FIELD, Project
 
 RUNNING, STOPPED, LOST = "running", "stopped", "lost"
@@ -95,6 +95,11 @@ class RunnerRegistry:
         order = {RUNNING: 0, LOST: 1, STOPPED: 2}
         return sorted(records, key=lambda r: (order[r.state], r.host, r.id))
 
+    def live_count(self, within: dt.timedelta = dt.timedelta(seconds=60)) -> int:
+        """How many runners of the project renewed their registration ``within`` the last while
+        (one indexed count; idle runners pace their polls by it)."""
+        return self._runners.count_documents(self.project.scope({"heartbeat_at": {"$gte": utcnow() - within}}))
+
     def forget_old(self, older_than: dt.timedelta = FORGET_AFTER) -> int:
         """Delete entries of runners that stopped, or went silent, longer ago than ``older_than``."""
         cutoff = utcnow() - older_than
@@ -102,7 +107,7 @@ class RunnerRegistry:
 
     def _record(self, doc: dict[str, Any], now: dt.datetime) -> RunnerRecord:
         beat = doc.get("heartbeat_at")
-        age = None if beat is None else max(0.0, (now - _aware(beat)).total_seconds())
+        age = None if beat is None else max(0.0, (now - as_utc(beat)).total_seconds())
         state = doc.get("status", RUNNING)
         if state == RUNNING and (age is None or age > float(doc.get("lease_seconds") or 60)):
             state = LOST
@@ -122,7 +127,3 @@ def slot_entry(index: int, gpu: str | None, task: Mapping[str, Any] | None,
                since: dt.datetime | None) -> dict[str, Any]:
     """What the registry shows for one slot (idle when ``task`` is None)."""
     return _slot(index, gpu, task, since)
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)

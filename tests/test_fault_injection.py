@@ -514,7 +514,9 @@ def test_lost_replies_on_the_claim_path_never_lose_or_charge_a_claim(
     trace = tmp_path / "trace.log"
     ids = create_tasks(server_hub, trace, duration=0.2)
     updates = proxy.delay_replies(LATE, match=task_update, probability=0.3, count=12)
-    tickets = proxy.delay_replies(LATE, match=ticket_insert, probability=0.15, count=12)
+    # A runner with a backlog takes its end and next claim tickets in one insert: about one insert
+    # per task, so a higher probability holds as many replies as two inserts per task used to.
+    tickets = proxy.delay_replies(LATE, match=ticket_insert, probability=0.3, count=12)
     runners.start(RUNNERS)
     wait_all_done(server_hub, timeout=420)
     proxy.clear_rules()

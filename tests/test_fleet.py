@@ -149,3 +149,38 @@ def test_a_runner_on_a_backlog_sends_at_most_six_commands_per_finished_task(serv
     assert all(r.status == "finished" for r in distributor.list_runs("backlog"))
     per_task = sum(seen.values()) / 24
     assert per_task <= 6, f"{per_task:.2f} commands per task: {sorted(seen.items())}"
+
+
+def test_after_a_task_an_idle_runner_polls_faster_for_a_while_then_slows_down(server_uri):
+    """Paced by the fleet's size (the reaper counts it): one runner alone reads the signal about
+    FLEET_POLLS_PER_SECOND times a second while the queue is active, once per poll interval after."""
+    from tensorhub import TensorHub
+    from tensorhub.runner import daemon
+    from tensorhub.runner.daemon import Runner, RunnerConfig
+
+    commands = Commands()
+    hub = TensorHub(server_uri, project_name="test", event_listeners=[commands])
+    runner = Runner(hub, RunnerConfig(lease_seconds=8, poll_interval=1.0))
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    wait_until(lambda: hub.db["task_signals"].find_one({"fleet_size": 1}), 30, "the reaper to count the fleet")
+    hub.create_task("wake", source="x = 1", saved_result_keys=["x"])
+    wait_until(lambda: hub.task_counts("wake")["finished"] == 1, 30, "the task to run")
+
+    def signal_reads(seconds: float) -> int:
+        with commands.lock:
+            commands.seen.clear()
+        time.sleep(seconds)
+        with commands.lock:
+            return commands.seen.get(("find", "task_signals"), 0)
+
+    try:
+        active = signal_reads(1.0)
+        runner._active_until = 0.0      # as if ACTIVE_SECONDS had passed
+        idle = signal_reads(2.0)
+    finally:
+        runner.stop(now=True)
+        thread.join(timeout=30)
+        hub.close()
+    assert active >= daemon.FLEET_POLLS_PER_SECOND / 4      # tens per second (a loaded machine is slower)
+    assert idle <= 3                                         # one per poll interval

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
 import signal
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,14 @@ log = logging.getLogger("tensorhub.runner")
 SUPERVISE_SLICE = 0.05  # seconds between looks at running children (local syscalls only)
 REGISTRY_BEAT = 10.0   # renew the runner's registration at least this often (and every third of a lease)
 SAFETY_NET_LOOK = 30.0  # look for work this often even if the queue signal never changed
+# After the queue moved (a task queued, one claimed), idle runners poll faster for a while, paced so
+# that the fleet as a whole reads the signal about FLEET_POLLS_PER_SECOND times a second: a sweep's
+# next task is noticed within tens of milliseconds, while a fleet idle for long costs one read per
+# runner per poll interval.
+ACTIVE_SECONDS = 30.0
+FLEET_POLLS_PER_SECOND = 40.0
+FASTEST_POLL = 0.02
+_UNSEEN = object()  # no signal token read yet
 
 
 @dataclass
@@ -95,7 +104,10 @@ class Runner:
         self.failed = 0
         self._wakeup = Wakeup(hub.queue.watch, self.config.poll_interval)
         self._in_doubt: list[ClaimInDoubt] = []  # claims whose replies were lost: hand back later
-        self._seen_signal: Any = object()        # the queue signal token at our last look for work
+        self._seen_signal: Any = _UNSEEN         # the queue signal token at our last look for work
+        self._active_until = 0.0                 # poll faster until then: the queue moved lately
+        self._fleet_size: int | None = None      # live runners, as the reaper last counted them
+        self._reap_due: bool | None = None       # what our last poll said of the fleet's reaping turn
         self._look = True                        # look for work on the next turn, whatever the signal says
         self._next_look = 0.0                    # a safety net: look at least this often anyway
         self._next_registry_beat = 0.0
@@ -131,10 +143,10 @@ class Runner:
         try:
             while not self._should_exit():
                 try:
-                    self._register_or_beat()
+                    beat = self._register_or_beat()
                     self._supervise()
                     self._settle_doubts()
-                    claimed = self._fill_slots() if self._worth_looking() else False
+                    claimed = self._fill_slots() if self._worth_looking(beat) else False
                     self._reap_if_due()
                     failures = 0
                 except Exception as err:  # the server, mostly; a daemon logs and carries on
@@ -149,7 +161,7 @@ class Runner:
                     self._supervise_offline(delay)
                     continue
                 busy = any(slot.process for slot in self.slots)
-                self._wakeup.wait(claimed, SUPERVISE_SLICE if busy else None)
+                self._wakeup.wait(claimed, SUPERVISE_SLICE if busy else self._active_poll())
         finally:
             self._hand_back_all()
             self._wakeup.stop()
@@ -157,11 +169,12 @@ class Runner:
         return self.completed
 
     # -- the registry and the queue signal ---------------------------------------------------
-    def _register_or_beat(self) -> None:
-        """Register once, then renew the registration (with what each slot runs) every few seconds."""
+    def _register_or_beat(self) -> bool:
+        """Register once, then renew the registration (with what each slot runs) every few seconds;
+        True when it sent something this turn."""
         now = time.monotonic()
         if now < self._next_registry_beat:
-            return
+            return False
         if not self._registered:
             filter_ = {k: v for k, v in {"task_name": self.config.task_name, **self.config.query}.items() if v}
             self.fleet.register(self.identity, slots=[s.gpu for s in self.slots], version=__version__,
@@ -170,6 +183,7 @@ class Runner:
         else:
             self.fleet.heartbeat(self.identity["id"], self._slot_entries(), self.completed, self.failed)
         self._next_registry_beat = now + min(REGISTRY_BEAT, self.config.lease_seconds / 3)
+        return True
 
     def _slot_entries(self) -> list[dict[str, Any]]:
         return [slot_entry(i, s.gpu, None if s.attempt is None else s.attempt.claim.task, s.since)
@@ -183,22 +197,35 @@ class Runner:
         except PyMongoError:
             log.info("could not record the exit in the runner registry; it will show as lost")
 
-    def _worth_looking(self) -> bool:
+    def _worth_looking(self, spent: bool = False) -> bool:
         """Look for work when a slot is free and the queue signal changed (or we were woken, or
-        just finished a task, or the safety-net interval passed): idle, this is one lookup by _id."""
+        just finished a task, or the safety-net interval passed): idle, this is one read by _id,
+        skipped on a turn that already ``spent`` its command on the registry heartbeat."""
         if self._stopping or self._quota_reached() or all(slot.process is not None for slot in self.slots):
             return False
         now = time.monotonic()
         if self._wakeup.take_woken() or self._look or now >= self._next_look:
             # Looking anyway: no need to read the signal (a stale token costs one extra look later).
             self._look = False
+        elif spent:
+            return False
         else:
-            token = self.queue.signal()
-            if token == self._seen_signal:
+            polled = self.queue.poll()
+            self._reap_due, self._fleet_size = polled.reap_due, polled.fleet_size or self._fleet_size
+            if polled.token == self._seen_signal:
                 return False
-            self._seen_signal = token
+            if self._seen_signal is not _UNSEEN:
+                self._active_until = now + ACTIVE_SECONDS
+            self._seen_signal = polled.token
         self._next_look = now + SAFETY_NET_LOOK
         return True
+
+    def _active_poll(self) -> float | None:
+        """How long an idle runner waits between polls while the queue is active (None: the
+        poll interval), so that the whole fleet reads about FLEET_POLLS_PER_SECOND times a second."""
+        if self._wakeup.streaming or self._fleet_size is None or time.monotonic() >= self._active_until:
+            return None
+        return min(self.config.poll_interval, max(FASTEST_POLL, self._fleet_size / FLEET_POLLS_PER_SECOND))
 
     def _should_exit(self) -> bool:
         busy = any(slot.process for slot in self.slots)
@@ -234,6 +261,7 @@ class Runner:
             if claim is None:
                 break
             claimed = True
+            self._active_until = time.monotonic() + ACTIVE_SECONDS
             self._start(slot, claim)
         self._look = claimed  # after a claim there may be more: look again next turn
         return claimed
@@ -377,12 +405,20 @@ class Runner:
             slot.process = slot.attempt = None
 
     def _reap_if_due(self) -> None:
+        """Take the fleet's reaping turn when ours comes: one runner reaps per interval (a quarter
+        of the lease). An idle runner's polls already tell whether the interval is over, so only
+        those that find it over try; timers are spread so that idle fleets rarely try together."""
         now = time.monotonic()
-        if now >= self._next_reap:
-            interval = max(1.0, self.config.lease_seconds / 4)
-            # One runner of the fleet reaps per interval; the others' turn costs one update by _id.
-            reaped = self.queue.reap_expired() if self.queue.reap_turn(interval, self.identity["id"]) else 0
-            if reaped:
-                log.info("returned %d task(s) with expired leases", reaped)
-                self._wakeup.wake()
-            self._next_reap = now + interval
+        if now < self._next_reap:
+            return
+        interval = max(1.0, self.config.lease_seconds / 4)
+        self._next_reap = now + interval * random.uniform(1.0, 1.5)
+        due, self._reap_due = self._reap_due, None
+        if due is False or not self.queue.reap_turn(interval, self.identity["id"]):
+            return
+        reaped = self.queue.reap_expired()
+        if reaped:
+            log.info("returned %d task(s) with expired leases", reaped)
+            self._wakeup.wake()
+        lease = dt.timedelta(seconds=self.config.lease_seconds)
+        self.queue.note_fleet_size(self.fleet.live_count(within=lease))

@@ -16,7 +16,6 @@ and :meth:`RunStore.close_attempt`, passed in by the facade.
 """
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +26,7 @@ from pymongo.database import Database
 from tensorhub.errors import InvalidArgument, NotFound
 from tensorhub.fields import (
     HUB,
+    as_utc,
     build_query,
     clean_fields,
     normalize_sort,
@@ -118,7 +118,7 @@ class RunStore:
             return False
         now = utcnow()
         started = doc.get("started_at")
-        duration = (now - _aware(started)).total_seconds() if started else None
+        duration = (now - as_utc(started)).total_seconds() if started else None
         return self._runs.update_one({"_id": run_id, "status": RUNNING}, {"$set": {
             "status": status, "ended_at": now, "duration_seconds": duration,
             "error": dict(error) if error else None}}).matched_count == 1
@@ -173,7 +173,3 @@ class RunStore:
 
 def _oid(value: ObjectId | str) -> ObjectId:
     return object_id(value, "run id")
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)

@@ -32,7 +32,7 @@ from pymongo.collection import Collection
 from pymongo.errors import ConnectionFailure
 
 from tensorhub.errors import TaskError
-from tensorhub.fields import HUB, utcnow
+from tensorhub.fields import HUB, as_utc, utcnow
 from tensorhub.project import PROJECT_FIELD, Project
 from tensorhub.tasks import states
 from tensorhub.tasks.model import Task
@@ -238,7 +238,7 @@ class ClaimBook:
         """A claimer that died between its ticket and its update would block the task forever:
         past STALE_TICKET, move the task on to the next round (its old ticket then matches nothing)."""
         taken = self._claims.find_one({"_id": ticket}, {"taken_at": 1, "owner": 1})
-        if taken is None or _aware(taken["taken_at"]) >= now - STALE_TICKET:
+        if taken is None or as_utc(taken["taken_at"]) >= now - STALE_TICKET:
             return
         # Ending the round by ticket first means a claimer that was only slow finds it ended and
         # backs off instead of running the task (see _try_claim), even where updates race.
@@ -321,7 +321,7 @@ class ClaimBook:
         leases = {doc["_id"]: doc for doc in self._claims.find({"_id": {"$in": tickets}},
                                                                {"expires_at": 1, "started_at": 1})}
         expired = [(task, leases.get(ticket)) for task, ticket in zip(running, tickets, strict=True)
-                   if leases.get(ticket) is None or _aware(leases[ticket]["expires_at"]) <= now]
+                   if leases.get(ticket) is None or as_utc(leases[ticket]["expires_at"]) <= now]
         pairs = [(task["_id"], int(task[HUB].get("seq", 0))) for task, _ in expired]
         started = self._started(pairs) if self._started is not None and pairs else set()
         return sum(self._reap(task, lease, now, pair in started) for (task, lease), pair
@@ -344,7 +344,7 @@ class ClaimBook:
     def _finish_stale_end(self, task: dict[str, Any], seq: int, now: dt.datetime) -> bool:
         """Whoever took this attempt's end ticket died before writing the outcome: write it for them."""
         end = self._claims.find_one({"_id": states.end_ticket(task["_id"], seq)})
-        if end is None or _aware(end["taken_at"]) >= now - STALE_TICKET:
+        if end is None or as_utc(end["taken_at"]) >= now - STALE_TICKET:
             return False
         if end.get("by") == "cancel":
             return self._mark_cancelled(task["_id"], seq)
@@ -465,7 +465,7 @@ class ClaimBook:
         """True while a cancelled task's runner may not yet have noticed (its lease is still live)."""
         seq = int(task[HUB].get("seq", 0))
         lease = self.lease_of(task)
-        if lease is None or lease.get("purpose") != "run" or _aware(lease["expires_at"]) <= utcnow():
+        if lease is None or lease.get("purpose") != "run" or as_utc(lease["expires_at"]) <= utcnow():
             return False
         return self._claims.find_one({"_id": states.end_ticket(task["_id"], seq), "by": "cancel"},
                                      {"_id": 1}) is not None
@@ -540,7 +540,7 @@ def _end_change(task: dict[str, Any], seq: int, outcome: Outcome, token: str | N
     started = hub.get("started_at")
     runner = (hub.get("runner") or {}).get("id")
     fields: dict[str, Any] = {"finished_at": now, "lease": None, "ended_by": token,
-                              "duration_seconds": (now - _aware(started)).total_seconds() if started else None}
+                              "duration_seconds": (now - as_utc(started)).total_seconds() if started else None}
     if outcome.output is not None:
         fields["output"] = outcome.output
     if extra_blob_ids is not None:
@@ -594,10 +594,6 @@ def _lease_token(doc: dict[str, Any]) -> str | None:
 def _code_blob_ids(hub: dict[str, Any]) -> list[ObjectId]:
     blob = (hub.get("code") or {}).get("blob")
     return [blob["id"]] if blob else []
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 __all__ = ["PROJECT_FIELD", "Claim", "ClaimBook", "ClaimInDoubt", "Outcome", "runner_identity"]

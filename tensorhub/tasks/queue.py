@@ -24,6 +24,7 @@ from tensorhub.blobs import BlobStore
 from tensorhub.errors import InvalidArgument, NotFound, TaskError, WaitTimeout
 from tensorhub.fields import (
     HUB,
+    as_utc,
     build_query,
     check_size,
     clean_fields,
@@ -65,6 +66,15 @@ class ClaimRequest:
     task_name: str | None = None
     query: Mapping[str, Any] | None = None
     allow_pickle: bool = False
+
+
+@dataclass(frozen=True)
+class QueueSignal:
+    """One poll of the queue: see :meth:`TaskQueue.poll`."""
+
+    token: Any                # changes whenever a task becomes pending (None before any was queued)
+    reap_due: bool            # the fleet's reaping interval is over: see reap_turn
+    fleet_size: int | None    # live runners, as the last reaper counted them
 
 
 class TaskQueue:
@@ -398,12 +408,28 @@ class TaskQueue:
         now = utcnow()
         try:
             turn = self._signals.update_one(
-                {"_id": f"reaper/{self.project.name or ''}", "next_at": {"$lte": now}},
+                {"_id": self._reaper_id(), "next_at": {"$lte": now}},
                 {"$set": {"next_at": now + dt.timedelta(seconds=interval_seconds), "by": runner_id, "at": now}},
                 upsert=True)
         except DuplicateKeyError:  # the document exists and its interval is not over: not our turn
             return False
         return turn.matched_count == 1 or turn.upserted_id is not None
+
+    def note_fleet_size(self, runners: int) -> None:
+        """Record how many runners are alive (the reaper counts them), for idle runners' pacing."""
+        self._signals.update_one({"_id": self._reaper_id()}, {"$set": {"fleet_size": runners}})
+
+    def poll(self) -> QueueSignal:
+        """What an idle runner reads each poll: the signal token, and the reaper's schedule and
+        fleet size, in one read of two documents by ``_id``."""
+        ids = [self._signal_id(), self._reaper_id()]
+        docs = {doc["_id"]: doc for doc in self._signals.find({"_id": {"$in": ids}})}
+        signal, reaper = docs.get(ids[0]) or {}, docs.get(ids[1])
+        due = reaper is None or as_utc(reaper["next_at"]) <= utcnow()
+        return QueueSignal(signal.get("token"), due, None if reaper is None else reaper.get("fleet_size"))
+
+    def _reaper_id(self) -> str:
+        return f"reaper/{self.project.name or ''}"
 
     def wake_runners(self) -> None:
         """Tell idle runners there may be work: a new token on the project's signal document.
