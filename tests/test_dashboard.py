@@ -156,6 +156,11 @@ def test_read_only_by_default_and_actions_need_the_flag_and_the_header(mock_hub)
     assert done.get_json() == {"cancelled": 1} and mock_hub.get_task(task).status == "cancelled"
     again = client.post(f"/api/tasks/{task}/requeue", headers={"X-Tensorhub-Action": "1"})
     assert again.get_json() == {"requeued": 1} and mock_hub.get_task(task).status == "pending"
+    sweep = {"X-Tensorhub-Action": "1"}
+    assert client.post("/api/sweeps/cancel", headers=sweep, data="t").status_code == 400     # JSON only
+    assert client.post("/api/sweeps/cancel", headers=sweep, json={"task_name": "t"}).get_json() == {"cancelled": 1}
+    assert client.post("/api/sweeps/requeue", headers=sweep, json={"task_name": "t"}).get_json() == {"requeued": 0}
+    assert read_only.post("/api/sweeps/cancel", headers=sweep, json={"task_name": "t"}).status_code == 403
 
 
 def test_a_token_guards_every_request_and_loopback_guards_the_host(mock_hub):
@@ -181,6 +186,27 @@ def test_the_command_refuses_the_embedded_store_and_an_exposed_host_without_toke
     exposed = cli.invoke(main, ["dashboard", "--uri", "mongodb://127.0.0.1:9/x", "--project", "p", "--host", "0.0.0.0"],
                          env={"TENSORHUB_DASHBOARD_TOKEN": None})
     assert exposed.exit_code == 1 and "--token" in exposed.output
+
+
+@pytest.mark.heavy
+def test_every_query_the_dashboard_sends_is_indexed(server_hub):
+    """On a real server, so that tests/index_coverage.py judges each query shape of every page
+    (a dashboard on 10,000 tasks must not scan them: paging, sorting and counts ride on indexes)."""
+    made = fill(server_hub)
+    client = create_app(server_hub, allow_actions=True).test_client()
+    run_id = made["runs"][0].id
+    for path in ("/api/queue", "/api/queue?status=failed", "/api/queue?task_name=sweep&order=oldest&page=2&per_page=20",
+                 "/api/queue?task_name=sweep&status=pending", f"/api/tasks/{made['evil']}", "/api/fleet",
+                 "/api/runs", "/api/runs?task_name=mlp&metric=loss&direction=max&sort=hp.units&dir=desc",
+                 f"/api/runs/{run_id}", "/api/models", "/api/models?name=mlp&limit=5", "/api/datasets?name=digits",
+                 "/api/health"):
+        assert client.get(path).status_code == 200, path
+    assert client.get(f"/tasks/{made['evil']}/output.txt").status_code == 404   # run in-process: no stored log
+    headers = {"X-Tensorhub-Action": "1"}
+    assert client.post(f"/api/tasks/{made['sweep'][2]}/cancel", headers=headers).get_json() == {"cancelled": 1}
+    assert client.post(f"/api/tasks/{made['sweep'][2]}/requeue", headers=headers).get_json() == {"requeued": 1}
+    assert client.post("/api/sweeps/cancel", headers=headers, json={"task_name": "sweep"}).get_json() == {"cancelled": 2}
+    assert client.post("/api/sweeps/requeue", headers=headers, json={"task_name": XSS}).get_json() == {"requeued": 1}
 
 
 @pytest.mark.heavy

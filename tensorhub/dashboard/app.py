@@ -46,11 +46,12 @@ def create_app(hub: Any, *, token: str | None = None, allow_actions: bool = Fals
     app = Flask(__name__)
     source = HubSource(hub if callable(hub) and not hasattr(hub, "find_tasks") else (lambda: hub))
     boards = data.Leaderboards()
+    summaries = data.Recent(data.SUMMARY_TTL)
     app.config.update(DASHBOARD_ALLOW_ACTIONS=allow_actions)
     app.jinja_env.autoescape = True  # every template, whatever its name
     _guard(app, token, allowed_hosts)
     _pages(app, source, allow_actions)
-    _api(app, source, boards)
+    _api(app, source, boards, summaries)
     _actions(app, source, allow_actions)
     _errors(app)
 
@@ -188,7 +189,7 @@ def _record_args() -> dict[str, Any]:
 
 
 # -- JSON -------------------------------------------------------------------------------------------------
-def _api(app: Flask, source: HubSource, boards: data.Leaderboards) -> None:
+def _api(app: Flask, source: HubSource, boards: data.Leaderboards, summaries: data.Recent) -> None:
     @app.get("/api/health")
     def health() -> Response:
         params.only(request.args, ())
@@ -199,7 +200,7 @@ def _api(app: Flask, source: HubSource, boards: data.Leaderboards) -> None:
     @app.get("/api/queue")
     def queue_json() -> Response:
         args = _queue_args()
-        return jsonify(_call(source, lambda hub: data.queue(hub, **args)))
+        return jsonify(_call(source, lambda hub: data.queue(hub, summaries=summaries, **args)))
 
     @app.get("/api/tasks/<task_id>")
     def task_json(task_id: str) -> Response:
@@ -247,6 +248,25 @@ def _actions(app: Flask, source: HubSource, allowed: bool) -> None:
         if not auth.same_origin(request.headers.get("Origin"), request.host):
             abort(_text("cross-origin actions are refused", 403))
         params.only(request.args, ())
+
+    def sweep() -> str:
+        body = request.get_json(silent=True)
+        name = body.get("task_name") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not name or len(name) > params.MAX_TEXT:
+            raise params.BadRequest('send {"task_name": "<a task name>"} as JSON')
+        return name
+
+    @app.post("/api/sweeps/cancel")
+    def cancel_sweep() -> Response:
+        checked()
+        name = sweep()
+        return jsonify({"cancelled": _call(source, lambda hub: hub.cancel_tasks(name))})
+
+    @app.post("/api/sweeps/requeue")
+    def requeue_sweep() -> Response:
+        checked()
+        name = sweep()
+        return jsonify({"requeued": _call(source, lambda hub: hub.requeue_tasks(name))})
 
     @app.post("/api/tasks/<task_id>/cancel")
     def cancel(task_id: str) -> Response:

@@ -10,7 +10,8 @@ import datetime as dt
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bson import ObjectId
@@ -21,6 +22,7 @@ from tensorhub.tasks.states import DONE, STATES
 
 TAIL_CHARS = 4000          # of a traceback or an output tail
 LEADERBOARD_TTL = 2.0      # seconds a ranking is reused while paging and sorting
+SUMMARY_TTL = 1.0          # seconds the queue's counts are shared between polling pages
 METRIC_SAMPLE = 200        # newest runs whose metric names fill the leaderboard's menu
 
 
@@ -58,25 +60,67 @@ def _tail(text: Any) -> str | None:
     return None if text is None else str(text)[-TAIL_CHARS:]
 
 
+class Recent:
+    """Answers kept for ``ttl`` seconds, one computation per key at a time: however many browser
+    tabs poll the same page, the hub is asked once per ``ttl``, and a slow answer is not asked for
+    again while it is being computed.
+
+    >>> recent = Recent(ttl=60)
+    >>> recent.get("k", lambda: 1), recent.get("k", lambda: 2)
+    (1, 1)
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self._ttl = ttl
+        self._values: dict[Any, tuple[float, Any]] = {}
+        self._locks: dict[Any, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, key: Any, compute: Callable[[], Any]) -> Any:
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            hit = self._values.get(key)
+            if hit is not None and time.monotonic() - hit[0] < self._ttl:
+                return hit[1]
+            value = compute()
+            with self._guard:
+                now = time.monotonic()
+                self._values = {k: v for k, v in self._values.items() if now - v[0] < self._ttl}
+                self._values[key] = (now, value)
+            return value
+
+
 # -- the queue ----------------------------------------------------------------------------------
 def queue(hub: Any, task_name: str | None, status: str | None, page: int, per_page: int,
-          newest_first: bool) -> dict[str, Any]:
-    """Counts per task name (a sweep's progress), and one page of the matching tasks."""
+          newest_first: bool, summaries: Recent | None = None) -> dict[str, Any]:
+    """Counts per task name (a sweep's progress), and one page of the matching tasks.
+
+    The counts (one aggregation over the project) and the page (one indexed query) are asked for
+    at the same time; ``summaries`` shares the counts between requests for a moment.
+    """
+    filters = {} if status is None else {"status": status}
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        page_of_tasks = pool.submit(hub.find_tasks, task_name, sort=[("_id", -1 if newest_first else 1)],
+                                    limit=per_page, skip=(page - 1) * per_page, **filters)
+        summary = (summaries or Recent(0)).get(id(hub), lambda: _summary(hub))
+        tasks = page_of_tasks.result()
+    rows = [r for r in summary if task_name is None or r["task_name"] == task_name]
+    matching = sum(r[status] if status else r["total"] for r in rows)
+    totals = {s: sum(r[s] for r in summary) for s in STATES}
+    return jsonable({"summary": summary, "totals": totals, "matching": matching, "page": page,
+                     "per_page": per_page, "pages": max(1, math.ceil(matching / per_page)),
+                     "tasks": [task_row(t) for t in tasks]})
+
+
+def _summary(hub: Any) -> list[dict[str, Any]]:
     summary = []
     for row in hub.queue_summary():
         counts = {s: int(row[s]) for s in STATES}
         total, done = sum(counts.values()), sum(counts[s] for s in DONE)
         summary.append({"task_name": row["task_name"], **counts, "total": total, "done": done,
                         "oldest_pending_age": row["oldest_pending_age"]})
-    rows = [r for r in summary if task_name is None or r["task_name"] == task_name]
-    matching = sum(r[status] if status else r["total"] for r in rows)
-    filters = {} if status is None else {"status": status}
-    tasks = hub.find_tasks(task_name, sort=[("_id", -1 if newest_first else 1)], limit=per_page,
-                           skip=(page - 1) * per_page, **filters)
-    totals = {s: sum(r[s] for r in summary) for s in STATES}
-    return jsonable({"summary": summary, "totals": totals, "matching": matching, "page": page,
-                     "per_page": per_page, "pages": max(1, math.ceil(matching / per_page)),
-                     "tasks": [task_row(t) for t in tasks]})
+    return summary
 
 
 def task_row(task: Any) -> dict[str, Any]:
@@ -144,21 +188,15 @@ class Leaderboards:
     sorting a leaderboard of 10,000 runs does not rank them again on every click."""
 
     def __init__(self, ttl: float = LEADERBOARD_TTL) -> None:
-        self._ttl = ttl
-        self._cache: dict[tuple[str, str, str | None], tuple[float, Any]] = {}
-        self._lock = threading.Lock()
+        self._recent = Recent(ttl)
 
     def frame(self, hub: Any, metric: str, direction: str, task_name: str | None) -> Any:
-        key = (metric, direction, task_name)
-        with self._lock:
-            hit = self._cache.get(key)
-        if hit is not None and time.monotonic() - hit[0] < self._ttl:
-            return hit[1]
+        return self._recent.get((metric, direction, task_name), lambda: self._rank(hub, metric, direction, task_name))
+
+    @staticmethod
+    def _rank(hub: Any, metric: str, direction: str, task_name: str | None) -> Any:
         frame = hub.list_models_grouped_by_epoch_metric(metric, direction, task_name)
         frame.insert(0, "rank", range(1, len(frame) + 1))
-        with self._lock:
-            self._cache = {k: v for k, v in self._cache.items() if time.monotonic() - v[0] < self._ttl}
-            self._cache[key] = (time.monotonic(), frame)
         return frame
 
 

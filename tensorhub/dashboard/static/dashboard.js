@@ -65,6 +65,13 @@ function bytes(n) {
   while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
   return `${i ? n.toFixed(1) : n} ${units[i]}`;
 }
+function duration(data) {            // stored, or from the start and end times (task runs)
+  let seconds = data.duration_seconds;
+  if ((seconds === null || seconds === undefined) && data.started_at && data.ended_at) {
+    seconds = (new Date(data.ended_at) - new Date(data.started_at)) / 1000;
+  }
+  return seconds === null || seconds === undefined ? "–" : `${seconds.toFixed(1)}s`;
+}
 function status(value) { return el("span", { class: `status s-${value}`, "data-status": value }, value); }
 function facts(id, pairs) {
   const dl = clear($(id));
@@ -117,12 +124,14 @@ async function poll(render) {
   setTimeout(() => poll(render), POLL_MS);
 }
 
-async function act(url, question) {
+async function act(url, question, payload) {
   if (!window.confirm(question)) return;
-  const response = await fetch(url, { method: "POST", credentials: "same-origin",
-                                      headers: { "X-Tensorhub-Action": "1", Accept: "application/json" } });
-  const payload = await response.json().catch(() => ({}));
-  if (!response.ok) banner(`Action failed (${response.status}): ${payload.error || ""}`, "bad");
+  const headers = { "X-Tensorhub-Action": "1", Accept: "application/json" };
+  if (payload) headers["Content-Type"] = "application/json";
+  const response = await fetch(url, { method: "POST", credentials: "same-origin", headers,
+                                      body: payload ? JSON.stringify(payload) : undefined });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) banner(`Action failed (${response.status}): ${answer.error || ""}`, "bad");
 }
 
 function setForm(names) {
@@ -169,7 +178,8 @@ function renderQueue(data) {
       el("td", {}, el("a", { href: filter }, row.task_name)),
       el("td", { class: "progress" }, bar, ` ${row.done}/${row.total} (${pct}%)`),
       ...["pending", "running", "finished", "failed", "cancelled"].map((s) => el("td", { class: `num s-${s}` }, row[s])),
-      el("td", { class: "num" }, age(row.oldest_pending_age))));
+      el("td", { class: "num" }, age(row.oldest_pending_age)),
+      ACTIONS ? el("td", { class: "actions" }, sweepActions(row)) : null));
   }
   const rows = tbody("tasks");
   for (const task of data.tasks) {
@@ -187,6 +197,20 @@ function renderQueue(data) {
   }
   if (!data.tasks.length) rows.append(el("tr", {}, el("td", { colspan: 9, class: "muted" }, "no tasks")));
   pager("pager", data, data.page);
+}
+
+function sweepActions(row) {
+  const buttons = [];
+  const active = row.pending + row.running;
+  if (active) {
+    buttons.push(el("button", { class: "danger", "data-action": "cancel", onclick: () => act("/api/sweeps/cancel",
+      `Cancel the ${active} pending and running tasks named ${row.task_name}?`, { task_name: row.task_name }) }, `cancel ${active}`));
+  }
+  if (row.failed) {
+    buttons.push(el("button", { "data-action": "requeue", onclick: () => act("/api/sweeps/requeue",
+      `Requeue the ${row.failed} failed tasks named ${row.task_name}?`, { task_name: row.task_name }) }, `requeue ${row.failed} failed`));
+  }
+  return buttons;
 }
 
 function renderTask(data) {
@@ -224,6 +248,7 @@ function renderTask(data) {
   }
   none(history, 3, "no hand-backs, lost rounds or requeues");
   $("task-output").textContent = data.output.tail || "(no output yet)";
+  $("whole-output").hidden = !data.output.stored;
   const actions = clear($("actions"));
   if (ACTIONS) {
     const base = `/api/tasks/${encodeURIComponent(data.id)}`;
@@ -321,7 +346,7 @@ function renderRun(data) {
   facts("run-facts", [["status", data.status], ["attempt", data.attempt], ["epochs done", data.epochs_done],
     ["steps done", data.steps_done], ["runner", data.runner ? `${data.runner.host}:${data.runner.pid}` : "–"],
     ["started", when(data.started_at)], ["ended", when(data.ended_at)],
-    ["duration", data.duration_seconds === null ? "–" : `${data.duration_seconds.toFixed(1)}s`]]);
+    ["duration", duration(data)]]);
   facts("run-hp", Object.entries(data.hyper_parameters));
   const summary = tbody("run-summary");
   for (const [name, s] of Object.entries(data.summary)) {
