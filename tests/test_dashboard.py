@@ -4,6 +4,7 @@ parameters (400 with a message), escaping, the token, read-only unless actions a
 refusals. The browser tests are in test_dashboard_browser.py."""
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -179,6 +180,29 @@ def test_a_token_guards_every_request_and_loopback_guards_the_host(mock_hub):
     assert open_app.get("/api/queue", headers={"Host": "localhost:8765"}).status_code == 200
 
 
+def test_waitress_serves_an_embedded_hub_in_its_own_process(mock_hub):
+    """What ``tensorhub.dashboard.serve(hub)`` does for a mongomock:// hub, minus blocking forever."""
+    import json
+    import threading
+    import urllib.request
+
+    from tensorhub.dashboard.server import address, make_server
+
+    mock_hub.create_task("in-process", source="x = 1")
+    server = make_server(create_app(mock_hub), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        url = address(server)
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", url)
+        with urllib.request.urlopen(url + "api/queue", timeout=10) as reply:
+            assert json.load(reply)["summary"][0]["task_name"] == "in-process"
+        with urllib.request.urlopen(url + "queue", timeout=10) as reply:
+            assert reply.headers["X-Frame-Options"] == "DENY" and b"tensorhub" in reply.read()
+    finally:
+        server.close()
+
+
 def test_the_command_refuses_the_embedded_store_and_an_exposed_host_without_token():
     cli = CliRunner()
     mock = cli.invoke(main, ["dashboard", "--uri", "mongomock://", "--project", "p"])
@@ -186,6 +210,8 @@ def test_the_command_refuses_the_embedded_store_and_an_exposed_host_without_toke
     exposed = cli.invoke(main, ["dashboard", "--uri", "mongodb://127.0.0.1:9/x", "--project", "p", "--host", "0.0.0.0"],
                          env={"TENSORHUB_DASHBOARD_TOKEN": None})
     assert exposed.exit_code == 1 and "--token" in exposed.output
+    short = cli.invoke(main, ["dashboard", "--uri", "mongodb://127.0.0.1:9/x", "--project", "p", "--token", "abc"])
+    assert short.exit_code == 1 and "at least 8 characters" in short.output
 
 
 @pytest.mark.heavy

@@ -63,7 +63,8 @@ def _tail(text: Any) -> str | None:
 class Recent:
     """Answers kept for ``ttl`` seconds, one computation per key at a time: however many browser
     tabs poll the same page, the hub is asked once per ``ttl``, and a slow answer is not asked for
-    again while it is being computed.
+    again while it is being computed. An answer that took longer than ``ttl`` to compute is kept
+    twice as long as it took, so a slow server spends at most half its time on the dashboard.
 
     >>> recent = Recent(ttl=60)
     >>> recent.get("k", lambda: 1), recent.get("k", lambda: 2)
@@ -72,22 +73,25 @@ class Recent:
 
     def __init__(self, ttl: float) -> None:
         self._ttl = ttl
-        self._values: dict[Any, tuple[float, Any]] = {}
+        self._values: dict[Any, tuple[float, float, Any]] = {}   # key -> (expires, took, value)
         self._locks: dict[Any, threading.Lock] = {}
         self._guard = threading.Lock()
 
     def get(self, key: Any, compute: Callable[[], Any]) -> Any:
         with self._guard:
+            if len(self._locks) > 1024:   # keys come from query parameters: forget idle ones
+                self._locks = {k: lk for k, lk in self._locks.items() if k in self._values or lk.locked()}
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             hit = self._values.get(key)
-            if hit is not None and time.monotonic() - hit[0] < self._ttl:
-                return hit[1]
+            if hit is not None and time.monotonic() < hit[0]:
+                return hit[2]
+            started = time.monotonic()
             value = compute()
+            now = time.monotonic()
             with self._guard:
-                now = time.monotonic()
-                self._values = {k: v for k, v in self._values.items() if now - v[0] < self._ttl}
-                self._values[key] = (now, value)
+                self._values = {k: v for k, v in self._values.items() if now < v[0]}
+                self._values[key] = (now + max(self._ttl, 2 * (now - started)), now - started, value)
             return value
 
 

@@ -102,12 +102,17 @@ function banner(message, kind) {
   node.hidden = false;
 }
 let lastOk = 0;
+function offline() {
+  $("live").textContent = lastOk ? `stale: last update ${since(new Date(lastOk).toISOString())}` : "offline";
+  $("live").className = "live stale";
+}
 async function poll(render) {
   try {
     const response = await fetch(apiUrl(), { credentials: "same-origin", headers: { Accept: "application/json" } });
     const payload = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
     if (response.status === 503) {
       banner(`Hub unreachable — ${payload.error || "the server does not answer"}. Still trying…`, "down");
+      offline();
     } else if (!response.ok) {
       banner(`Error ${response.status}: ${payload.error || response.statusText}`, "bad");
       return;   // a bad request stays bad: stop polling
@@ -120,6 +125,7 @@ async function poll(render) {
     }
   } catch (err) {
     banner(`Dashboard unreachable (${err.message}). Still trying…`, "down");
+    offline();
   }
   setTimeout(() => poll(render), POLL_MS);
 }
@@ -158,7 +164,8 @@ function pager(id, data, page) {
 function renderQueue(data) {
   const totals = clear($("totals"));
   for (const [name, count] of Object.entries(data.totals)) {
-    totals.append(el("span", { class: `count s-${name}`, "data-count": name }, `${name} `, el("b", {}, count)));
+    totals.append(el("a", { class: `count s-${name}`, "data-count": name, href: `/queue?status=${name}`,
+                            title: `show the ${name} tasks` }, `${name} `, el("b", {}, count)));
   }
   const select = $("filter-task-name");
   const chosen = new URLSearchParams(location.search).get("task_name") || "";
