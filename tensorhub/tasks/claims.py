@@ -40,9 +40,13 @@ from tensorhub.tasks.states import FAILED, PENDING, RUNNING
 
 CLAIM_ORDER = [(f"{HUB}.priority", DESCENDING), ("_id", ASCENDING)]  # higher priority, then oldest
 CANDIDATES_PER_CLAIM = 8
+# A runner in a fleet reads more, and tries them in random order: many runners claiming at once then
+# mostly pick different tasks (50 runners over 32 candidates lose about a third of their first tries).
+CANDIDATES_SPREAD = 32
 # How long a runner keeps the candidates of one read for its next claims: long enough to serve a
 # backlog of short tasks, short enough that a newly queued task of higher priority waits little.
 CANDIDATES_KEPT_SECONDS = 2.0
+LOST_ROUNDS_KEPT = 10_000
 FAILURES_KEPT = 10
 # Hand-backs are not the task's fault and cost no attempt, up to this many: a task that keeps
 # making its runner stop (a SIGTERM to its parent, say) must not be retried forever for free.
@@ -144,6 +148,7 @@ class ClaimBook:
         self._on_pending = on_pending  # a task went back to pending: wake idle runners
         self._started = started        # attempts whose start was recorded elsewhere (their run)
         self._kept: dict[str, tuple[float, list[dict[str, Any]]]] = {}  # candidates kept: see claim_next
+        self._lost_before: set[str] = set()  # rounds a patient claimer lost: see _lost_round
 
     def _ended(self, task_id: ObjectId, seq: int, outcome: str, error: dict[str, Any] | None) -> None:
         if self._on_end is None:
@@ -163,14 +168,14 @@ class ClaimBook:
 
         With ``spread`` (a runner in a fleet) the candidates of one read are kept for a moment
         (CANDIDATES_KEPT_SECONDS) and tried in random order by this runner's next claims, so a
-        backlog costs one read per CANDIDATES_PER_CLAIM claims. A kept candidate another runner
+        backlog costs one read per CANDIDATES_SPREAD claims. A kept candidate another runner
         took meanwhile only loses its ticket. Raises :class:`ClaimInDoubt` when the server stopped
         answering halfway through a claim.
         """
         while True:
             candidates, fresh = self._candidates(query, sort, spread)
             while candidates:
-                claim = self._try_claim(candidates.pop(0), runner, lease_seconds)
+                claim = self._try_claim(candidates.pop(0), runner, lease_seconds, patient=spread)
                 if claim is not None:
                     return claim
             if fresh:
@@ -185,22 +190,25 @@ class ClaimBook:
         if spread and kept and time.monotonic() < kept_until:
             return kept, False
         filter_ = self.project.scope({**query, "status": PENDING})
-        candidates = list(self._tasks.find(filter_, sort=sort or CLAIM_ORDER, limit=CANDIDATES_PER_CLAIM))
+        limit = CANDIDATES_SPREAD if spread else CANDIDATES_PER_CLAIM
+        candidates = list(self._tasks.find(filter_, sort=sort or CLAIM_ORDER, limit=limit))
         if spread:
             candidates = _spread(candidates)
             self._kept = {key: (time.monotonic() + CANDIDATES_KEPT_SECONDS, candidates)}
         return candidates, True
 
-    def _try_claim(self, candidate: dict[str, Any], runner: dict[str, Any], lease_seconds: float) -> Claim | None:
+    def _try_claim(self, candidate: dict[str, Any], runner: dict[str, Any], lease_seconds: float,
+                   patient: bool = False) -> Claim | None:
         """Take the candidate's next round. The candidate document was read with the find, so a
-        claim whose replies all arrive costs two commands: the ticket and the task update."""
+        claim whose replies all arrive costs two commands: the ticket and the task update.
+        ``patient``: see :meth:`_lost_round`."""
         t = _Try(candidate, runner, lease_seconds, self.project.name)
         tries = iter(range(1_000_000))
         try:
             won = retrying(lambda: states.take_ticket(self._claims, t.ticket, t.token, retry=next(tries) > 0,
                                                       **t.ticket_fields), t.deadline)
             if not won:
-                self._skip_stale_claim(t.task_id, t.seq, t.ticket, t.now)
+                self._lost_round(t, patient)
                 return None  # someone else claimed (or cancelled) this round first
             doc = retrying(lambda: self._enter_running(t), t.deadline)
             return None if doc is None else self._confirmed(t, doc)
@@ -233,6 +241,19 @@ class ClaimBook:
         if slow and retrying(lambda: self._ended_by_other(claim), t.deadline):
             return None
         return claim
+
+    def _lost_round(self, t: _Try, patient: bool) -> None:
+        """Someone else holds the round we tried. Usually a live claimer, about to move the task
+        on; but one that died between its ticket and its task update would block the task. A
+        ``patient`` caller (a runner in a fleet, where lost races are common and cost a command
+        each) looks into that only when it loses the same round a second time, since a live
+        claimer's round is gone from the candidates by then."""
+        if patient and t.ticket not in self._lost_before:
+            if len(self._lost_before) >= LOST_ROUNDS_KEPT:
+                self._lost_before.clear()
+            self._lost_before.add(t.ticket)
+            return
+        self._skip_stale_claim(t.task_id, t.seq, t.ticket, t.now)
 
     def _skip_stale_claim(self, task_id: ObjectId, seq: int, ticket: str, now: dt.datetime) -> None:
         """A claimer that died between its ticket and its update would block the task forever:
@@ -395,7 +416,7 @@ class ClaimBook:
         except ConnectionFailure:
             raise ClaimInDoubt(t.task_id, t.seq + 1, t.token) from None
         if not won:  # someone else claimed (or cancelled) that round first: end ours, claim another
-            self._skip_stale_claim(t.task_id, t.seq, t.ticket, t.now)
+            self._lost_round(t, patient=True)
             written = ended and self._write_end(claim, outcome, extra_blob_ids)
             return written, self.claim_next(query, runner, lease_seconds, sort, spread=True)
         try:
