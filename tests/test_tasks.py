@@ -343,3 +343,12 @@ def test_one_runner_of_the_fleet_reaps_per_interval(hub):
     assert not hub.queue.reap_turn(30, "a") and not other.queue.reap_turn(30, "b")
     from tensorhub import TensorHub
     assert TensorHub(hub.uri, project_name="elsewhere").queue.reap_turn(30, "c")  # projects reap apart
+
+
+def test_a_kept_candidate_deleted_meanwhile_leaves_no_ticket_behind(hub):
+    ids = [hub.create_task("t", source="x = 1", hyper_parameters={"i": i}) for i in range(2)]
+    claim = hub.queue.claim_next(RUNNER, 30, spread=True)       # keeps the other task as a candidate
+    other = next(i for i in ids if i != claim.task_id)
+    assert hub.open_again().delete_tasks("t", **{"hyper_parameters.i": ids.index(other)}) == 1
+    assert hub.queue.claim_next(RUNNER, 30, spread=True) is None
+    assert hub.db["task_claims"].count_documents({"task_id": other}) == 0

@@ -226,7 +226,10 @@ class ClaimBook:
         """Our move into ``running`` did not report landing: a lost reply (adopt what the server
         has), or the task was deleted, cancelled or skipped meanwhile (close the round)."""
         found = self._tasks.find_one({"_id": t.task_id})
-        if found is not None and found.get("status") == RUNNING and _lease_token(found) == t.token:
+        if found is None:  # deleted (perhaps after we read it as a candidate): drop the ticket we took
+            self.forget(t.task_id)
+            return None
+        if found.get("status") == RUNNING and _lease_token(found) == t.token:
             return found
         states.take_ticket(self._claims, states.end_ticket(t.task_id, t.seq + 1), t.token, task_id=t.task_id,
                            by="claim-abandoned")
