@@ -328,6 +328,15 @@ def test_user_strings_are_shown_as_text(hub, dashboard, runners, page, shot):
     row = page.locator(f'#tasks tr[data-task-id="{task_id}"]')
     expect(row.locator("td.name")).to_have_text(XSS)
     expect(row.locator("td.hp")).to_have_text(f"lr={XSS_IMG}")
+    row.locator("button.expand").click()                        # the failure, opened in place
+    detail = page.locator(f'tr[data-detail-of="{task_id}"]')
+    expect(detail).to_contain_text(f"failure 1: ValueError: {XSS}")
+    expect(detail.locator("pre.trace")).to_contain_text("Traceback (most recent call last)")
+    expect(detail.locator("pre.output")).to_contain_text(XSS_IMG)
+    time.sleep(2)                                               # it stays open across a refresh
+    expect(detail.locator("pre.output")).to_contain_text(XSS_IMG)
+    assert page.locator("img").count() == 0
+    shot(page, "queue-failure")
     page.goto(dashboard + f"tasks/{task_id}")
     expect(page.locator("#task-name")).to_have_text(XSS)
     expect(page.locator("#task-error")).to_contain_text(f"ValueError: {XSS}")

@@ -150,6 +150,8 @@ def task_detail(hub: Any, task_id: ObjectId) -> dict[str, Any]:
     detail = {**task_row(task), "fields": task.fields, "result": task.result, "priority": task.priority,
               "max_attempts": task.max_attempts, "timeout_seconds": task.timeout_seconds,
               "saved_result_keys": task.saved_result_keys, "code_kind": task.code_kind, "time": task.time,
+              "code_name": (task.document.get(HUB, {}).get("code") or {}).get("filename")
+              or (task.document.get(HUB, {}).get("code") or {}).get("name"),
               "error": error, "failures": failures, "history": task.history,
               "output": {"tail": _tail(output.get("tail")), "exit_code": output.get("exit_code"),
                          "log_size": None if not log else log.get("size"),
@@ -281,7 +283,13 @@ def run_detail(hub: Any, run_id: ObjectId) -> dict[str, Any]:
 def records(hub: Any, kind: str, name: str | None, limit: int) -> dict[str, Any]:
     """The newest ``limit`` model or dataset records (kwargs, version, size, sha256); nothing loaded."""
     found = (hub.list_models if kind == "models" else hub.list_datasets)(name, limit=limit)
-    rows = [{"id": r.id, "name": r.name, "version": r.version, "created_at": r.created_at, "fields": r.fields,
+    rows = [{"id": r.id, "name": r.name, "version": r.version, "created_at": r.created_at, "fields": _own_fields(r),
              "summary": r.summary, "size": r.size, "sha256": r.sha256,
              "run": r.document.get(HUB, {}).get("run")} for r in found]
     return jsonable({"kind": kind, "name": name, "limit": limit, "records": rows})
+
+
+def _own_fields(record: Any) -> dict[str, Any]:
+    """The record's keywords, less the ``time`` and ``version`` the hub filled in (shown already)."""
+    filled = {"time": record.created_at, "version": record.version}
+    return {k: v for k, v in record.fields.items() if not (k in filled and v == filled[k])}

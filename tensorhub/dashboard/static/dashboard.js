@@ -188,11 +188,14 @@ function renderQueue(data) {
       el("td", { class: "num" }, age(row.oldest_pending_age)),
       ACTIONS ? el("td", { class: "actions" }, sweepActions(row)) : null));
   }
+  lastQueue = data;
   const rows = tbody("tasks");
   for (const task of data.tasks) {
     const runner = task.runner ? `${task.runner.host}:${task.runner.pid}${task.runner.gpu !== null ? ` gpu ${task.runner.gpu}` : ""}` : "–";
+    const open = expanded.has(task.id);
     rows.append(el("tr", { "data-task-id": task.id },
-      el("td", {}, taskLink(task.id, task.id.slice(-8))),
+      el("td", {}, el("button", { class: "expand", title: "attempts, failures, output", "aria-expanded": open ? "true" : "false",
+                                  onclick: () => toggle(task.id) }, open ? "▾" : "▸"), " ", taskLink(task.id, task.id.slice(-8))),
       el("td", { class: "name" }, task.task_name),
       el("td", {}, status(task.status)),
       el("td", { class: "num" }, `${task.attempts}/${task.attempt_limit}`),
@@ -201,9 +204,40 @@ function renderQueue(data) {
       el("td", {}, since(task.created_at)),
       el("td", { class: "num" }, task.duration_seconds === null ? "–" : `${task.duration_seconds.toFixed(1)}s`),
       el("td", { class: "err" }, task.error ? `${task.error.type}: ${task.error.message}` : "")));
+    if (open) rows.append(el("tr", { class: "detail", "data-detail-of": task.id }, el("td", { colspan: 9 }, taskDetail(expanded.get(task.id)))));
   }
   if (!data.tasks.length) rows.append(el("tr", {}, el("td", { colspan: 9, class: "muted" }, "no tasks")));
   pager("pager", data, data.page);
+  for (const id of expanded.keys()) loadDetail(id);      // keep the open ones current
+}
+
+// A task opened in place in the queue: its attempts, failures (traceback tails), output tail, timings.
+const expanded = new Map();
+let lastQueue = null;
+function toggle(id) {
+  if (expanded.has(id)) expanded.delete(id); else { expanded.set(id, null); loadDetail(id); }
+  if (lastQueue) renderQueue(lastQueue);
+}
+async function loadDetail(id) {
+  const response = await fetch(`/api/tasks/${encodeURIComponent(id)}`, { credentials: "same-origin" }).catch(() => null);
+  if (!response || !response.ok || !expanded.has(id)) return;
+  const detail = await response.json();
+  const first = expanded.get(id) === null;
+  expanded.set(id, detail);
+  if (first && lastQueue) renderQueue(lastQueue);
+  else {
+    const cell = document.querySelector(`tr[data-detail-of="${CSS.escape(id)}"] td`);
+    if (cell) clear(cell).append(taskDetail(detail));
+  }
+}
+function taskDetail(d) {
+  if (!d) return el("span", { class: "muted" }, "loading…");
+  const attempts = d.runs.map((r) => `attempt ${r.attempt}: ${r.status}, ${r.epochs_done} epochs, ${r.runner ? r.runner.host + ":" + r.runner.pid : "–"}, ${when(r.started_at)} → ${when(r.ended_at)}`);
+  return el("div", { class: "inline-detail" },
+    el("p", {}, `started ${when(d.started_at)} · finished ${when(d.finished_at)} · ${d.attempts} of ${d.attempt_limit} attempts`),
+    attempts.length ? el("ul", {}, attempts.map((a) => el("li", {}, a))) : null,
+    d.failures.map((f, i) => el("div", {}, el("p", { class: "err" }, `failure ${i + 1}: ${f.type}: ${f.message || ""}`), pre(f.traceback))),
+    el("p", { class: "muted" }, "output (tail):"), pre(d.output.tail || "(no output yet)", "output"));
 }
 
 function sweepActions(row) {
@@ -226,7 +260,7 @@ function renderTask(data) {
   facts("task-facts", [
     ["status", data.status], ["attempts", `${data.attempts} of ${data.attempt_limit} allowed (max_attempts ${data.max_attempts})`],
     ["priority", data.priority], ["timeout", data.timeout_seconds === null ? "none" : `${data.timeout_seconds}s`],
-    ["code", data.code_kind], ["runner", data.runner ? `${data.runner.host}:${data.runner.pid}${data.runner.gpu !== null ? ` gpu ${data.runner.gpu}` : ""}` : "–"],
+    ["code", [data.code_kind, data.code_name].filter(Boolean).join(" ")], ["runner", data.runner ? `${data.runner.host}:${data.runner.pid}${data.runner.gpu !== null ? ` gpu ${data.runner.gpu}` : ""}` : "–"],
     ["created", when(data.created_at)], ["started", when(data.started_at)], ["finished", when(data.finished_at)],
     ["duration", data.duration_seconds === null ? "–" : `${data.duration_seconds.toFixed(2)}s`],
     ["saved result keys", (data.saved_result_keys || []).join(", ") || "–"]]);
