@@ -44,6 +44,7 @@ SAFETY_NET_LOOK = 30.0  # look for work this often even if the queue signal neve
 ACTIVE_SECONDS = 30.0
 FLEET_POLLS_PER_SECOND = 40.0
 FASTEST_POLL = 0.02
+MAX_OWED_POLLS = 10
 _UNSEEN = object()  # no signal token read yet
 
 
@@ -108,6 +109,8 @@ class Runner:
         self._active_until = 0.0                 # poll faster until then: the queue moved lately
         self._fleet_size: int | None = None      # live runners, as the reaper last counted them
         self._reap_due: bool | None = None       # what our last poll said of the fleet's reaping turn
+        self._owed_polls = 0                     # idle polls to skip: commands the loop sent besides them
+        self._skipped_poll = False
         self._look = True                        # look for work on the next turn, whatever the signal says
         self._next_look = 0.0                    # a safety net: look at least this often anyway
         self._next_registry_beat = 0.0
@@ -143,10 +146,10 @@ class Runner:
         try:
             while not self._should_exit():
                 try:
-                    beat = self._register_or_beat()
+                    self._register_or_beat()
                     self._supervise()
                     self._settle_doubts()
-                    claimed = self._fill_slots() if self._worth_looking(beat) else False
+                    claimed = self._fill_slots() if self._worth_looking() else False
                     self._reap_if_due()
                     failures = 0
                 except Exception as err:  # the server, mostly; a daemon logs and carries on
@@ -169,12 +172,11 @@ class Runner:
         return self.completed
 
     # -- the registry and the queue signal ---------------------------------------------------
-    def _register_or_beat(self) -> bool:
-        """Register once, then renew the registration (with what each slot runs) every few seconds;
-        True when it sent something this turn."""
+    def _register_or_beat(self) -> None:
+        """Register once, then renew the registration (with what each slot runs) every few seconds."""
         now = time.monotonic()
         if now < self._next_registry_beat:
-            return False
+            return
         if not self._registered:
             filter_ = {k: v for k, v in {"task_name": self.config.task_name, **self.config.query}.items() if v}
             self.fleet.register(self.identity, slots=[s.gpu for s in self.slots], version=__version__,
@@ -183,7 +185,7 @@ class Runner:
         else:
             self.fleet.heartbeat(self.identity["id"], self._slot_entries(), self.completed, self.failed)
         self._next_registry_beat = now + min(REGISTRY_BEAT, self.config.lease_seconds / 3)
-        return True
+        self._owe(1)
 
     def _slot_entries(self) -> list[dict[str, Any]]:
         return [slot_entry(i, s.gpu, None if s.attempt is None else s.attempt.claim.task, s.since)
@@ -197,19 +199,23 @@ class Runner:
         except PyMongoError:
             log.info("could not record the exit in the runner registry; it will show as lost")
 
-    def _worth_looking(self, spent: bool = False) -> bool:
+    def _worth_looking(self) -> bool:
         """Look for work when a slot is free and the queue signal changed (or we were woken, or
-        just finished a task, or the safety-net interval passed): idle, this is one read by _id,
-        skipped on a turn that already ``spent`` its command on the registry heartbeat."""
+        just finished a task, or the safety-net interval passed). Idle, this is one read by _id
+        per poll, and a poll is skipped for each command the registry heartbeat or the reaping
+        turn sent meanwhile, so that an idle runner sends about one command per poll interval."""
         if self._stopping or self._quota_reached() or all(slot.process is not None for slot in self.slots):
             return False
         now = time.monotonic()
         if self._wakeup.take_woken() or self._look or now >= self._next_look:
             # Looking anyway: no need to read the signal (a stale token costs one extra look later).
             self._look = False
-        elif spent:
+        elif self._owed_polls > 0 and not self._skipped_poll and now >= self._active_until:
+            self._owed_polls -= 1     # never two in a row: a short lease's extra commands must not
+            self._skipped_poll = True  # starve the polls
             return False
         else:
+            self._skipped_poll = False
             polled = self.queue.poll()
             self._reap_due, self._fleet_size = polled.reap_due, polled.fleet_size or self._fleet_size
             if polled.token == self._seen_signal:
@@ -414,7 +420,10 @@ class Runner:
         interval = max(1.0, self.config.lease_seconds / 4)
         self._next_reap = now + interval * random.uniform(1.0, 1.5)
         due, self._reap_due = self._reap_due, None
-        if due is False or not self.queue.reap_turn(interval, self.identity["id"]):
+        if due is False:
+            return
+        self._owe(1)
+        if not self.queue.reap_turn(interval, self.identity["id"]):
             return
         reaped = self.queue.reap_expired()
         if reaped:
@@ -422,3 +431,7 @@ class Runner:
             self._wakeup.wake()
         lease = dt.timedelta(seconds=self.config.lease_seconds)
         self.queue.note_fleet_size(self.fleet.live_count(within=lease))
+        self._owe(3 + reaped)  # the running tasks, the fleet's count and its note; each reaped task
+
+    def _owe(self, commands: int) -> None:
+        self._owed_polls = min(self._owed_polls + commands, MAX_OWED_POLLS)
