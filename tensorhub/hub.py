@@ -21,7 +21,7 @@ from tensorhub import defaults
 from tensorhub.blobs import BlobStore
 from tensorhub.connection import Connection, build_uri, connect
 from tensorhub.errors import InvalidArgument
-from tensorhub.fields import HUB
+from tensorhub.fields import HUB, as_utc
 from tensorhub.fleet import RunnerRecord, RunnerRegistry
 from tensorhub.logs import LogStore
 from tensorhub.project import PROJECT_FIELD, Project
@@ -510,7 +510,7 @@ class TensorHub:
         now = dt.datetime.now(dt.timezone.utc)
         for row in rows:
             oldest = row.pop("oldest_pending")
-            row["oldest_pending_age"] = None if oldest is None else (now - _aware(oldest)).total_seconds()
+            row["oldest_pending_age"] = None if oldest is None else (now - as_utc(oldest)).total_seconds()
         if not as_frame:
             return rows
         import pandas as pd
@@ -601,10 +601,6 @@ def _runners_frame(records: list[RunnerRecord]) -> Any:
              "version": r.version, "started_at": r.started_at} for r in records]
     return pd.DataFrame(rows, columns=["runner_id", "host", "pid", "state", "gpus", "slots", "heartbeat_age",
                                        "tasks_done", "tasks_failed", "version", "started_at"])
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 def _non_negative(value: Any, name: str) -> int:
