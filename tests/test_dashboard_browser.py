@@ -95,6 +95,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext
             str(tmp_path_factory.mktemp("chromium-profile")), executable_path=executable, headless=True,
             args=CHROMIUM_ARGS, viewport={"width": 1360, "height": 860})
         context.set_default_timeout(15_000)
+        expect.set_options(timeout=15_000)      # a loaded CI machine: polls can take a few seconds
         yield context
         context.close()
 
