@@ -2,8 +2,8 @@
 ``tensorhub dashboard`` command as a subprocess, and a real headless Chromium (Debian's
 ``chromium``, driven with Playwright) that watches a task go pending → running → finished without
 reloading, sorts the leaderboard, finds a run's learning curve drawn (and growing), sees a killed
-runner flagged lost, confirms that user strings stay text, cancels with a confirmation, and shows
-the outage banner while MongoDB is unreachable.
+runner flagged lost, confirms that user strings stay text, cancels with a confirmation, shows
+the outage banner while MongoDB is unreachable, and asks for a token once.
 
 The browser tests are about the dashboard, not the storage engine, so they run on FerretDB/SQLite
 only. ``bash tests/run.sh`` installs Debian's ``chromium`` when it is missing and exports its path
@@ -383,3 +383,24 @@ def test_an_unreachable_server_shows_a_banner_and_the_page_recovers(uri, hub, pa
             expect(page.locator("#tasks tbody tr")).to_have_count(1)
         finally:
             through.stop()
+
+
+def test_a_token_is_asked_for_once_and_then_kept_in_a_cookie(uri, hub, browser, page, tmp_path):
+    hub.create_task("guarded", source="x = 1")
+    token = "s3cret-" + secrets.token_hex(8)
+    guarded = Dashboard(uri, tmp_path / "dashboard.log", "--token", token)
+    try:
+        refused = page.goto(guarded.url + "queue")
+        assert refused is not None and refused.status == 401 and "token" in page.content()
+        page.goto(guarded.url + f"queue?token={token}&task_name=guarded")
+        assert page.url == guarded.url + "queue?task_name=guarded"     # the token left the address
+        expect(page.locator("#tasks tbody tr")).to_have_count(1)          # the page's polls use the cookie
+        expect(page.locator("#live")).to_have_class("live ok")
+        page.goto(guarded.url + "fleet")
+        expect(page.locator("#fleet-counts")).to_contain_text("running")
+        cookie = next(c for c in browser.cookies() if c["name"] == "tensorhub_dashboard")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert page.evaluate("document.cookie") == ""                     # no script can read it
+    finally:
+        browser.clear_cookies()
+        guarded.stop()
