@@ -106,6 +106,58 @@ def test_user_strings_are_escaped_in_pages_and_plain_data_in_json(mock_hub):
     assert "innerHTML" not in script and "insertAdjacentHTML" not in script and "eval(" not in script
 
 
+RETRIED = """
+from tensorhub import current_task
+task = current_task()
+run = task.run
+start = 0 if task.attempt == 1 else run.resume().epoch
+for epoch in range(start + 1, 5):
+    run.log_epoch(epoch, loss=1.0 / epoch)
+    run.checkpoint([np.full(2, epoch)], epoch=epoch)
+    if epoch == 2 and task.attempt == 1:
+        raise RuntimeError("the GPU box went away")
+"""
+
+
+def test_a_retried_task_shows_its_attempts_and_the_run_its_ancestry(mock_hub):
+    task_id = mock_hub.create_task("retried", source="import numpy as np\n" + RETRIED)
+    mock_hub.run_top_task("retried")
+    mock_hub.run_top_task("retried")
+    client = create_app(mock_hub).test_client()
+    task = client.get(f"/api/tasks/{task_id}").get_json()
+    assert task["status"] == "finished" and [(r["attempt"], r["status"]) for r in task["runs"]] == \
+        [(2, "finished"), (1, "failed")]
+    assert task["failures"][0]["type"] == "RuntimeError" and "GPU box" in task["failures"][0]["traceback"]
+    second = client.get(f"/api/runs/{task['runs'][0]['id']}").get_json()
+    assert [a["id"] for a in second["ancestors"]] == [task["runs"][1]["id"]]
+    assert second["parent_run_id"] == task["runs"][1]["id"]
+    at = second["epoch_columns"].index("run_id")
+    assert [row[0] for row in second["epochs"]] == [1, 2, 3, 4]            # across both attempts
+    assert [row[at] for row in second["epochs"]] == [task["runs"][1]["id"]] * 2 + [task["runs"][0]["id"]] * 2
+    assert [c["epoch"] for c in second["checkpoints"]] == [4, 3]
+
+
+def test_nothing_is_loaded_and_no_asset_comes_from_elsewhere(mock_hub, monkeypatch):
+    from tensorhub.records import Record
+
+    made = fill(mock_hub)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the dashboard loaded a stored object")
+
+    monkeypatch.setattr(Record, "load", refuse)
+    client = create_app(mock_hub).test_client()
+    for path in ("/api/models", "/api/datasets", f"/api/runs/{made['runs'][0].id}", "/api/runs",
+                 f"/api/tasks/{made['evil']}", "/api/queue"):
+        assert client.get(path).status_code == 200, path
+    for path in ("/queue", "/fleet", "/runs", f"/runs/{made['runs'][0].id}", "/models", "/datasets",
+                 f"/tasks/{made['evil']}"):
+        html = client.get(path).get_data(as_text=True)
+        assert not re.search(r'(src|href)="(https?:)?//', html), path     # only our own paths
+    script = client.get("/static/dashboard.js").get_data(as_text=True)
+    assert "http://" not in script and "https://" not in script
+
+
 @pytest.mark.parametrize("path, message", [
     ("/api/queue?status=lost", "status must be one of"),
     ("/api/queue?page=0", "page must be a whole number"),
