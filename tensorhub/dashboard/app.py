@@ -17,7 +17,7 @@ from flask import Flask, Response, abort, jsonify, redirect, render_template, re
 from pymongo.errors import PyMongoError
 
 from tensorhub.dashboard import auth, data, params
-from tensorhub.dashboard.source import HubSource, Unavailable
+from tensorhub.dashboard.source import HubSource, Unavailable, brief
 from tensorhub.errors import ConnectionFailed, InvalidArgument, NotFound
 from tensorhub.tasks.states import DONE, STATES
 
@@ -288,7 +288,7 @@ def _call(source: HubSource, fetch: Callable[[Any], Any]) -> Any:
     try:
         return fetch(hub)
     except (ConnectionFailed, PyMongoError) as err:
-        raise Unavailable(str(err).split(", Timeout:")[0][:300]) from None
+        raise Unavailable(brief(str(err))) from None
 
 
 def _wants_json() -> bool:

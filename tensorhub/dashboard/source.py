@@ -19,6 +19,18 @@ class Unavailable(Exception):
     """Raised when the hub's server cannot be reached right now (shown as 503, polled again)."""
 
 
+def brief(message: str) -> str:
+    """A driver's error without its topology dump, short enough for a banner.
+
+    >>> brief("cannot reach MongoDB at mongodb://h/x: h:9: [Errno 111] Connection refused "
+    ...       "(configured timeouts: ...), Timeout: 2.0s, Topology Description: <...>. Is it running?")
+    'cannot reach MongoDB at mongodb://h/x: h:9: [Errno 111] Connection refused'
+    """
+    for cut in (" (configured timeouts", ", Timeout:", ", Topology Description"):
+        message = message.split(cut)[0]
+    return message[:300]
+
+
 class HubSource:
     """Gives the hub, opening it lazily with ``opener``; thread-safe.
 
@@ -41,7 +53,7 @@ class HubSource:
                 try:
                     self._hub = self._opener()
                 except (ConnectionFailed, PyMongoError) as err:
-                    raise Unavailable(str(err)) from None
+                    raise Unavailable(brief(str(err))) from None
             return self._hub
 
     def project_name(self) -> Any:
