@@ -191,6 +191,18 @@ def test_missing_things_are_404_and_no_page_shows_a_stack_trace(mock_hub):
         assert response.status_code == 404 and "Traceback" not in response.get_data(as_text=True), path
 
 
+def test_an_unexpected_error_is_a_500_without_a_trace(mock_hub, monkeypatch):
+    from tensorhub.dashboard import data
+
+    def broken(hub):
+        raise RuntimeError("secret internals at /srv/x.py line 3")
+
+    monkeypatch.setattr(data, "fleet", broken)
+    response = create_app(mock_hub).test_client().get("/api/fleet")
+    assert response.status_code == 500 and response.get_json() == {
+        "error": "internal error (RuntimeError); see the dashboard's log"}
+
+
 def test_read_only_by_default_and_actions_need_the_flag_and_the_header(mock_hub):
     task = mock_hub.create_task("t", source="x = 1")
     read_only = create_app(mock_hub).test_client()

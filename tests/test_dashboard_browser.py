@@ -378,8 +378,11 @@ def test_an_unreachable_server_shows_a_banner_and_the_page_recovers(uri, hub, pa
             proxy.drop_replies()
             proxy.drop_connections()
             expect(page.locator("#banner")).to_contain_text("Hub unreachable", timeout=30_000)
+            expect(page.locator("#live")).to_contain_text("stale")      # the numbers shown are old
+            expect(page.locator("#tasks tbody tr")).to_have_count(1)     # and still shown
             proxy.clear_rules()
             expect(page.locator("#banner")).to_be_hidden(timeout=30_000)
+            expect(page.locator("#live")).to_have_text("live")
             expect(page.locator("#tasks tbody tr")).to_have_count(1)
         finally:
             through.stop()
