@@ -73,7 +73,7 @@ class Recent:
 
     def __init__(self, ttl: float) -> None:
         self._ttl = ttl
-        self._values: dict[Any, tuple[float, float, Any]] = {}   # key -> (expires, took, value)
+        self._values: dict[Any, tuple[float, Any]] = {}   # key -> (expires, value)
         self._locks: dict[Any, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -85,13 +85,13 @@ class Recent:
         with lock:
             hit = self._values.get(key)
             if hit is not None and time.monotonic() < hit[0]:
-                return hit[2]
+                return hit[1]
             started = time.monotonic()
             value = compute()
             now = time.monotonic()
             with self._guard:
                 self._values = {k: v for k, v in self._values.items() if now < v[0]}
-                self._values[key] = (now + max(self._ttl, 2 * (now - started)), now - started, value)
+                self._values[key] = (now + max(self._ttl, 2 * (now - started)), value)
             return value
 
 
