@@ -265,6 +265,8 @@ class Runner:
                 self._in_doubt.append(doubt)
                 raise
             if claim is None:
+                if self.queue.contended:  # others won the races, and may have left work: look again soon
+                    self._next_look = time.monotonic() + random.uniform(0.2, 1.0)
                 break
             claimed = True
             self._active_until = time.monotonic() + ACTIVE_SECONDS

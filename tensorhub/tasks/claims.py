@@ -47,6 +47,10 @@ CANDIDATES_SPREAD = 32
 # backlog of short tasks, short enough that a newly queued task of higher priority waits little.
 CANDIDATES_KEPT_SECONDS = 2.0
 LOST_ROUNDS_KEPT = 10_000
+# A runner in a fleet that loses a kept candidate, or LOSSES_PER_READ of a fresh read, reads again
+# (others are claiming from the same window), at most READS_PER_CLAIM times per claim.
+LOSSES_PER_READ = 3
+READS_PER_CLAIM = 3
 FAILURES_KEPT = 10
 # Hand-backs are not the task's fault and cost no attempt, up to this many: a task that keeps
 # making its runner stop (a SIGTERM to its parent, say) must not be retried forever for free.
@@ -149,6 +153,7 @@ class ClaimBook:
         self._started = started        # attempts whose start was recorded elsewhere (their run)
         self._kept: dict[str, tuple[float, list[dict[str, Any]]]] = {}  # candidates kept: see claim_next
         self._lost_before: set[str] = set()  # rounds a patient claimer lost: see _lost_round
+        self.contended = False  # the last claim_next lost races: there may be work left for a retry
 
     def _ended(self, task_id: ObjectId, seq: int, outcome: str, error: dict[str, Any] | None) -> None:
         if self._on_end is None:
@@ -169,17 +174,29 @@ class ClaimBook:
         With ``spread`` (a runner in a fleet) the candidates of one read are kept for a moment
         (CANDIDATES_KEPT_SECONDS) and tried in random order by this runner's next claims, so a
         backlog costs one read per CANDIDATES_SPREAD claims. A kept candidate another runner
-        took meanwhile only loses its ticket. Raises :class:`ClaimInDoubt` when the server stopped
-        answering halfway through a claim.
+        took meanwhile loses its ticket, and the runner reads afresh (see LOSSES_PER_READ).
+        ``contended`` tells afterwards whether races were lost. Raises :class:`ClaimInDoubt` when
+        the server stopped answering halfway through a claim.
         """
-        while True:
+        self.contended = False
+        reads = 0
+        while reads < READS_PER_CLAIM:
             candidates, fresh = self._candidates(query, sort, spread)
+            reads += fresh
+            lost = 0
             while candidates:
                 claim = self._try_claim(candidates.pop(0), runner, lease_seconds, patient=spread)
                 if claim is not None:
                     return claim
-            if fresh:
-                return None  # every candidate of a fresh read was taken (or none was pending)
+                lost += 1
+                self.contended = True
+                if spread and (not fresh or lost >= LOSSES_PER_READ):
+                    self._kept.clear()  # others are claiming these right now: read what is left
+                    break
+            else:
+                if fresh:
+                    return None  # every candidate of a fresh read was taken (or none was pending)
+        return None
 
     def _candidates(self, query: dict[str, Any], sort: list[tuple[str, int]] | None,
                     spread: bool) -> tuple[list[dict[str, Any]], bool]:

@@ -356,6 +356,11 @@ class TaskQueue:
         return self._book.claim_next(self._claim_filter(task_name, query, allow_pickle), runner, lease_seconds,
                                      None if order is None else with_tiebreak(order), spread=spread)
 
+    @property
+    def contended(self) -> bool:
+        """Whether the last claim lost races to other runners (so pending tasks may be left)."""
+        return self._book.contended
+
     def finish_then_claim(self, claim: Claim, outcome: Outcome, log_ref: dict[str, Any] | None,
                           request: ClaimRequest) -> tuple[bool, Claim | None]:
         """:meth:`finish`, then claim the next task as :meth:`claim_next` would (a runner's
