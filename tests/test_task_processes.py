@@ -1,8 +1,9 @@
 """Nothing a task starts outlives its attempt or its runner, not even what left its process group.
 
-Three layers: the descendant helpers (``tensorhub.runner.descendants``) in a throwaway process; the
-task supervisor (``python -m tensorhub.runner.child``) on its own, no server; and real runner
-daemons on a real server, ended every way an attempt can end. Linux only, like the mechanism.
+Four layers: the descendant helpers (``tensorhub.runner.descendants``) in a throwaway process; the
+task supervisor (``python -m tensorhub.runner.child``) on its own, no server; the fork server that
+forks supervisors (``tensorhub.runner.forkserver``) in a throwaway runner; and real runner daemons
+on a real server, ended every way an attempt can end. Linux only, like the mechanism.
 """
 from __future__ import annotations
 
@@ -253,16 +254,106 @@ def test_the_supervisor_imports_nothing_heavy():
     assert done.stdout.strip() == "[]", done.stderr
 
 
+# -- the fork server alone, in a throwaway runner (it makes its caller a subreaper) -------------
+FORK_SERVER_SCRIPT = """
+import json, os, signal, sys, time
+from pathlib import Path
+import bson
+from bson import ObjectId
+from tensorhub.runner import forkserver
+from tensorhub.runner.process import _peek_exit
+
+env = {**os.environ, "PYTHONUNBUFFERED": "1", "TENSORHUB_TASK_OF": str(os.getpid()),
+       "TENSORHUB_RUNNER_PID": str(os.getpid())}
+server = forkserver.for_this_thread(env)
+source = sys.argv[2]
+results = {"runner": os.getpid(), "server": server.pid}
+for name, then in (("ok", "finish"), ("died", "die"), ("gpu", "finish")):
+    workdir = Path(sys.argv[1]) / name
+    workdir.mkdir()
+    task = {"_id": ObjectId(), "_hub": {"code": {"kind": "script", "source": source}, "attempts": 1, "seq": 1},
+            "saved_result_keys": ["report"], "hyper_parameters": {"then": then}}
+    workdir.joinpath("task.bson").write_bytes(bson.encode(task))
+    workdir.joinpath("output.log").touch()
+    attempt_env = {**env, "CUDA_VISIBLE_DEVICES": "7"} if name == "gpu" else env
+    proc = server.spawn(str(workdir), str(workdir / "output.log"), attempt_env)
+    while _peek_exit(proc) is None:
+        time.sleep(0.01)
+    stat = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    results[name] = {"code": _peek_exit(proc), "zombie_until_reaped": stat[0] == "Z", "parent": int(stat[1]),
+                     "log": workdir.joinpath("output.log").read_text()}
+    if workdir.joinpath("outcome.bson").exists():
+        results[name]["outcome"] = bson.decode(workdir.joinpath("outcome.bson").read_bytes())
+    results[name]["reaped"] = proc.wait()
+    results[name]["gone_after_reap"] = not Path(f"/proc/{proc.pid}").exists()
+print(json.dumps(results))
+"""
+
+# What a no-op task's process sees: which heavy modules it has, its session, where its output goes.
+REPORTING_SCRIPT = """
+import os, sys
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"numpy", "pandas", "pymongo", "dill"})
+report = {"heavy": heavy, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "cwd": os.getcwd(),
+          "session_leader": os.getsid(os.getppid()) == os.getppid(),
+          # what the stray sweep looks for: the fork server's exec-time environment, inherited
+          "marked": any(v.startswith(b"TENSORHUB_TASK_OF=") for v in open("/proc/self/environ", "rb").read().split(b"\\0"))}
+print("hello from the task")
+if then == "die":
+    os.kill(os.getpid(), 9)
+"""
+
+
+def test_the_fork_server_forks_lean_attempts_that_the_runner_adopts(tmp_path):
+    done = subprocess.run([sys.executable, "-c", FORK_SERVER_SCRIPT, str(tmp_path), REPORTING_SCRIPT],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    assert done.returncode == 0, done.stderr
+    r = json.loads(done.stdout)
+    ok, died, gpu = r["ok"], r["died"], r["gpu"]
+    assert ok["code"] == 0 and ok["reaped"] == 0
+    assert ok["outcome"]["result"]["report"] == {"heavy": [], "gpu": None, "cwd": str(tmp_path / "ok"),
+                                                  "session_leader": True, "marked": True}
+    assert "hello from the task" in ok["log"]
+    assert died["code"] == died["reaped"] == -signal.SIGKILL and "outcome" not in died
+    assert gpu["outcome"]["result"]["report"]["gpu"] == "7"
+    for attempt in (ok, died, gpu):  # forked by the fork server, adopted by the runner: ours to wait for
+        assert attempt["parent"] == r["runner"]
+        assert attempt["zombie_until_reaped"] and attempt["gone_after_reap"]
+
+
+def test_a_fork_server_that_cannot_start_means_fresh_interpreters_for_a_while():
+    code = ("import os, sys\n"
+            "from tensorhub.runner import forkserver\n"
+            "sys.executable = '/bin/false'\n"  # the fork server's interpreter exits at once
+            "print(forkserver.for_this_thread(dict(os.environ)), forkserver._failed_until > 0)\n"
+            "sys.executable = '/nonexistent/python'\n"  # not even tried again for RETRY_AFTER
+            "print(forkserver.for_this_thread(dict(os.environ)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["None", "True", "None"]
+    assert "fork server unusable" in done.stderr
+
+
+def test_the_fork_server_imports_nothing_heavy():
+    code = ("import sys, tensorhub.runner.forkserver, tensorhub.runs.current, tensorhub.tasks.execute\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'pandas', 'pymongo', 'dill'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    assert done.stdout.strip() == "[]", done.stderr
+
+
 # -- real runners on a real server --------------------------------------------------------------
 @pytest.fixture
 def runners(server_uri: str, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
     started: list[subprocess.Popen] = []
 
-    def start(*args: str, lease: float = 3.0) -> subprocess.Popen:
+    def start(*args: str, lease: float = 3.0, fork_server: bool = True) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "tensorhub.cli", "runner", "--uri", server_uri, "--project", "test",
                "--lease-seconds", str(lease), "--poll-interval", "0.2", "--log-level", "WARNING", *args]
+        env = {**os.environ, "TENSORHUB_FORK_SERVER": "1" if fork_server else "0"}
         with open(tmp_path / f"runner-{len(started)}.log", "wb") as log:  # read it when a test fails
-            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
         started.append(proc)
         return proc
 
@@ -315,12 +406,22 @@ def test_nothing_outlives_a_timeout_or_a_cancellation(server_hub, runners, tmp_p
     assert status_of(server_hub, cancelled) == "cancelled"
 
 
+def is_fork_server(pid: int) -> bool:
+    return b"tensorhub.runner.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
 @pytest.mark.slow
-def test_kill_9_of_the_runner_takes_the_task_and_its_detached_children(server_hub, runners, tmp_path, watched):
+@pytest.mark.parametrize("fork_server", [True, False], ids=["forked", "fresh-interpreter"])
+def test_kill_9_of_the_runner_takes_the_task_and_its_detached_children(server_hub, runners, tmp_path, watched,
+                                                                       fork_server):
     task_id, pids = tree_task(server_hub, tmp_path, "finish", nap=300)
-    runner = runners()
+    runner = runners(fork_server=fork_server)
     watched += read_tree(pids)
-    watched.insert(0, Proc.seen(watched[0].parent()))  # the supervisor
+    watched.insert(0, supervisor := Proc.seen(watched[0].parent()))
+    assert supervisor.parent() == runner.pid  # forked by the fork server or not, adopted by the runner
+    assert is_fork_server(supervisor.pid) == fork_server
+    if fork_server:  # it goes too
+        watched += [Proc.seen(pid) for pid in fork_servers_of(runner.pid) if pid != supervisor.pid]
     assert status_of(server_hub, task_id) == "running"
     runner.kill()  # SIGKILL: the runner can do nothing more
     runner.wait()
@@ -355,3 +456,42 @@ def test_a_task_that_kills_its_runner_fails_once_its_attempts_run_out(server_hub
     assert task["attempts"] == 2 and task["error"]["type"] == "LeaseExpired"
     time.sleep(1)
     assert survivor.poll() is None and not pids.exists()
+
+
+# A no-op task that says which heavy modules its process has, and what it was forked from (a fork
+# keeps its parent's command line: a fresh interpreter's would be "-m tensorhub.runner.child").
+LEAN_SCRIPT = """
+import sys
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"numpy", "pandas", "pymongo", "dill"})
+with open("/proc/self/cmdline", "rb") as f:
+    forked_from = f.read().split(b"\\0")[2].decode()
+"""
+
+
+def fork_servers_of(runner: int) -> list[int]:
+    """The runner's children with the fork server's command line: it, and its forks while they run."""
+    kids = [int(pid) for tid in os.listdir(f"/proc/{runner}/task")
+            for pid in Path(f"/proc/{runner}/task/{tid}/children").read_text().split()]
+    return [pid for pid in kids if is_fork_server(pid)]
+
+
+@pytest.mark.slow
+def test_a_runner_survives_the_death_of_its_fork_server(server_hub, runners, tmp_path, watched):
+    """The fork server killed outright takes no attempt with it (the runner adopted them all); the
+    runner starts a new one for the next attempt, still without numpy or pymongo in the task."""
+    task_id, pids = tree_task(server_hub, tmp_path, "finish", nap=4, max_attempts=1)
+    runner = runners()
+    watched += read_tree(pids)
+    supervisor = Proc.seen(watched[0].parent())
+    assert supervisor.parent() == runner.pid and is_fork_server(supervisor.pid)  # a fork of it
+    [server] = [pid for pid in fork_servers_of(runner.pid) if pid != supervisor.pid]
+    os.kill(server, signal.SIGKILL)
+    time.sleep(0.5)
+    assert not any(proc.pid == server for proc in watched) and supervisor.alive() and watched[0].alive()
+    wait_until(lambda: status_of(server_hub, task_id) == "finished", 60, "the attempt to finish")
+    assert all_gone(watched) and server_hub.get_task(task_id)["result"] == {"done": True}
+    lean = server_hub.create_task("lean", source=LEAN_SCRIPT, saved_result_keys=["heavy", "forked_from"])
+    wait_until(lambda: status_of(server_hub, lean) == "finished", 30, "a task after the fork server died")
+    assert server_hub.get_task(lean)["result"] == {"heavy": [], "forked_from": "tensorhub.runner.forkserver"}
+    new_server = wait_until(lambda: fork_servers_of(runner.pid), 10, "the new fork server")
+    assert server not in new_server and runner.poll() is None

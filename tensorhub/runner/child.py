@@ -1,4 +1,5 @@
-"""The entry point of a task's subprocess: ``python -m tensorhub.runner.child WORKDIR``.
+"""The entry point of a task's subprocess: ``main(WORKDIR)``, called in a fork of the runner's fork
+server (``forkserver.py``), or ``python -m tensorhub.runner.child WORKDIR`` where there is none.
 
 The task's code runs in a *worker* that reads ``task.bson`` (and ``function.dill`` for function
 tasks) from WORKDIR, runs the code with the hyperparameters, and writes ``outcome.bson``:
@@ -18,7 +19,8 @@ does not hold descendants that called ``setsid()``. The supervisor
 
 The worker asks for SIGKILL when the supervisor dies, so even a supervisor killed outright takes the
 worker with it. The supervisor imports nothing the task would not (no numpy, pymongo or pandas) and
-forks a copy of itself rather than starting a second interpreter, so a task starts as fast as before.
+forks a copy of itself rather than starting a second interpreter; the fork server, which imports
+this module once, spares each attempt the start of even the first one.
 Elsewhere (no ``/proc``, no prctl) the worker runs directly, as the runner's child, and only its
 process group is killed.
 """

@@ -1,23 +1,33 @@
 """One task attempt as a supervised subprocess: start it, poll it, stop it together with everything
 it started, and read what it left behind (outcome file, output log).
 
-On Linux the process tree of an attempt is (see ``child.py`` and ``descendants.py``)::
+On Linux the process tree of an attempt is (see ``forkserver.py``, ``child.py`` and ``descendants.py``)::
 
     runner                      a child subreaper (set up by the first TaskProcess)
-    └── supervisor              python -m tensorhub.runner.child WORKDIR; leads its own process group
+    ├── fork server             started once per runner thread; forks each supervisor, which the runner adopts
+    └── supervisor              a fork of the fork server (or ``python -m tensorhub.runner.child WORKDIR``
+        │                       where there is none); leads its own process group
         └── worker              the task's code
             └── ...             anything it starts, setsid() or not; orphans re-parent to the supervisor
+
+The supervisor is the runner's child either way (the fork server double-forks, and Linux hands the
+orphan to the nearest subreaper), so everything below reads the same for both ways of starting it.
+A fork costs a few milliseconds of CPU where a fresh interpreter costs tens.
 
 * The attempt ends on its own: the supervisor kills what the worker left running, then exits.
 * Timeout, cancellation, lost lease, shutdown (``kill()``): SIGTERM to the supervisor, which does
   the same; if it has not exited after ``STOP_GRACE`` seconds, SIGKILL to its whole process group.
 * The runner dies, even of SIGKILL: the supervisor gets SIGTERM from Linux (parent-death signal)
-  and cleans up on its own. Linux sends it when the *thread* that started the supervisor ends, so
-  TaskProcess objects must be created by a thread that lives as long as the runner.
+  and cleans up on its own; the fork server gets SIGKILL. Linux sends them when the *thread* that
+  is their parent ends: a fresh interpreter's is the thread that started it, so TaskProcess objects
+  must be created by a thread that lives as long as the runner; an adopted supervisor's is the
+  runner's main thread.
 * The supervisor itself is killed outright: the worker dies with it (its own parent-death signal),
   and what the worker started re-parents to the runner, which ``cleanup()`` sweeps: it kills every
-  child of the runner process that is not a supervisor it started. A runner process therefore
-  owns all its children; run it in a process of its own, as ``tensorhub runner`` does.
+  child of the runner process that carries the runner's marker and is neither a supervisor it
+  still waits for nor its fork server. A runner process therefore owns all its children; run it in
+  a process of its own, as ``tensorhub runner`` does.
+* The fork server dies: no attempt goes with it (none is its child); the next one starts a new one.
 
 Elsewhere (no ``/proc``) only the process group is killed: descendants that call ``setsid()``
 survive the attempt there.
@@ -37,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import bson
 
-from tensorhub.runner import descendants
+from tensorhub.runner import descendants, forkserver
 from tensorhub.runner.child import ENV_PARENT
 from tensorhub.tasks.claims import Claim, Outcome
 from tensorhub.tasks.context import ENV_ATTEMPT, ENV_PROJECT, ENV_RUN, ENV_TASK, ENV_URI
@@ -58,10 +68,10 @@ SUPERVISED = descendants.SUPPORTED  # child.py starts a supervisor exactly when 
 CAN_PEEK = hasattr(os, "waitid") and hasattr(os, "WNOWAIT")
 
 # Supervisors this process started and has not reaped: the stray sweep must leave them (and their
-# exit status, which their Popen collects) alone. A cleaned-up attempt whose supervisor would not
-# die yet moves to _abandoned until it can be reaped.
+# exit status, which their Popen or ForkedProcess collects) alone. A cleaned-up attempt whose
+# supervisor would not die yet moves to _abandoned until it can be reaped.
 _running: weakref.WeakSet[TaskProcess] = weakref.WeakSet()
-_abandoned: list[subprocess.Popen] = []
+_abandoned: list[subprocess.Popen | forkserver.ForkedProcess] = []
 
 
 class TaskProcess:
@@ -89,19 +99,35 @@ class TaskProcess:
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu  # the task sees only its slot's GPU
         self.log_path = self.workdir / "output.log"
+        self.log_path.touch()
         # Before the first task starts: what a supervisor killed outright leaves behind comes to us.
         descendants.become_subreaper()
-        with open(self.log_path, "wb") as log:
-            # start_new_session: the supervisor, the task and what it spawns form one process group.
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", "tensorhub.runner.child", str(self.workdir)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                cwd=self.workdir, start_new_session=True)
+        self.popen: subprocess.Popen | forkserver.ForkedProcess = self._fork(env) or self._exec(env)
         _running.add(self)
         self.started = time.monotonic()
         self.returncode: int | None = None
         self.kill_reason: dict[str, Any] | None = None
         self.log_ref: dict[str, Any] | None = None
+
+    def _fork(self, env: dict[str, str]) -> forkserver.ForkedProcess | None:
+        """The supervisor, forked by this thread's fork server; None where there is none."""
+        server = forkserver.for_this_thread(_server_environment(env))
+        if server is None:
+            return None
+        try:
+            return server.spawn(str(self.workdir), str(self.log_path), env)
+        except forkserver.ForkServerError as err:  # this attempt starts the old way; the next, a new one
+            forkserver.failed(err)
+            return None
+
+    def _exec(self, env: dict[str, str]) -> subprocess.Popen:
+        """The supervisor as a fresh interpreter (no fork server here, or it failed)."""
+        with open(self.log_path, "wb") as log:
+            # start_new_session: the supervisor, the task and what it spawns form one process group.
+            return subprocess.Popen(
+                [sys.executable, "-m", "tensorhub.runner.child", str(self.workdir)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                cwd=self.workdir, start_new_session=True)
 
     @property
     def pid(self) -> int:
@@ -211,12 +237,22 @@ def sweep_strays() -> list[int]:
         if popen.poll() is not None:
             _abandoned.remove(popen)
     keep = {proc.pid for proc in _running if not proc.reaped} | {popen.pid for popen in _abandoned}
+    keep |= forkserver.server_pids()  # it carries the marker too: all of its environment is the runner's
     marker = f"{ENV_TASK_OF}={os.getpid()}".encode()
     return descendants.kill_descendants(keep=keep, timeout=STRAY_WAIT,
                                         ours=lambda pid: descendants.carries_marker(pid, marker))
 
 
-def _peek_exit(popen: subprocess.Popen) -> int | None:
+def _server_environment(env: dict[str, str]) -> dict[str, str]:
+    """The fork server's environment: the runner's, with the marker, minus what each attempt sets."""
+    attempt_only = {ENV_URI, ENV_PROJECT, ENV_TASK, ENV_ATTEMPT, ENV_RUN, "CUDA_VISIBLE_DEVICES"}
+    server_env = {key: value for key, value in env.items() if key not in attempt_only}
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        server_env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
+    return server_env
+
+
+def _peek_exit(popen: subprocess.Popen | forkserver.ForkedProcess) -> int | None:
     """``popen``'s exit code (minus its signal) if it has exited, without reaping it."""
     try:
         info = os.waitid(os.P_PID, popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
