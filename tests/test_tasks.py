@@ -352,3 +352,12 @@ def test_a_kept_candidate_deleted_meanwhile_leaves_no_ticket_behind(hub):
     assert hub.open_again().delete_tasks("t", **{"hyper_parameters.i": ids.index(other)}) == 1
     assert hub.queue.claim_next(RUNNER, 30, spread=True) is None
     assert hub.db["task_claims"].count_documents({"task_id": other}) == 0
+
+
+def test_starting_an_attempt_again_after_a_lost_reply_keeps_its_one_run(hub):
+    hub.create_task("t", source="x = 1")
+    claim = hub.queue.claim_next(RUNNER, 30)
+    assert hub.queue.begin(claim)
+    first = claim.run_id
+    assert hub.queue.begin(claim) and claim.run_id == first   # the retry finds its run already there
+    assert [run.id for run in hub.list_runs("t")] == [first]

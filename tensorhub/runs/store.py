@@ -22,6 +22,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
 from tensorhub.errors import InvalidArgument, NotFound
 from tensorhub.fields import (
@@ -89,11 +90,14 @@ class RunStore:
 
     def open_attempt(self, task: Mapping[str, Any], seq: int, runner: Mapping[str, Any]) -> ObjectId:
         """Insert the run of a task attempt that is about to start (one write: the claim chose its
-        id and stamped the previous attempt's run on the task as its parent)."""
+        id and stamped the previous attempt's run on the task as its parent). Safe to retry."""
         hub = task[HUB]
-        doc = self.create(str(task.get("task_name")), task.get("hyper_parameters"), kind="task",
-                          parent_run_id=hub.get("parent_run_id"), task=task, seq=seq, runner=runner,
-                          run_id=hub.get("run_id"))
+        try:
+            doc = self.create(str(task.get("task_name")), task.get("hyper_parameters"), kind="task",
+                              parent_run_id=hub.get("parent_run_id"), task=task, seq=seq, runner=runner,
+                              run_id=hub.get("run_id"))
+        except DuplicateKeyError:  # a retry whose first insert landed (its reply was lost): it is open
+            return hub["run_id"]
         return doc["_id"]
 
     def started_attempts(self, attempts: list[tuple[ObjectId, int]]) -> set[tuple[ObjectId, int]]:

@@ -17,7 +17,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
 from tensorhub import defaults
 from tensorhub.blobs import BlobStore
@@ -36,7 +36,7 @@ from tensorhub.fields import (
 )
 from tensorhub.project import PROJECT_FIELD, Project
 from tensorhub.tasks import states
-from tensorhub.tasks.claims import Claim, ClaimBook, ClaimInDoubt, OnEnd, Outcome, Started
+from tensorhub.tasks.claims import Claim, ClaimBook, ClaimInDoubt, OnEnd, Outcome, Started, retrying
 from tensorhub.tasks.model import Task
 from tensorhub.tasks.states import ACTIVE, CANCELLED, DONE, FAILED, FINISHED, PENDING, RUNNING
 
@@ -382,8 +382,14 @@ class TaskQueue:
         if (self._on_start is None or self._book.renewal_due(claim)) and not self._book.begin(claim):
             return False
         if self._on_start is not None:
-            # The run's insert is the start mark: the reaper counts an attempt whose run exists.
-            claim.run_id = self._on_start(claim.task, claim.seq, claim.runner)
+            # The run's insert is the start mark: the reaper counts an attempt whose run exists. A
+            # lost reply must not lose the claim with it (its run may be there): retried, or in doubt.
+            on_start = self._on_start
+            deadline = time.monotonic() + claim.lease_seconds / 4
+            try:
+                claim.run_id = retrying(lambda: on_start(claim.task, claim.seq, claim.runner), deadline)
+            except ConnectionFailure:
+                raise ClaimInDoubt(claim.task_id, claim.seq, claim.token) from None
         return True
 
     def heartbeat(self, claim: Claim) -> bool:
