@@ -175,21 +175,23 @@ class ClaimBook:
         (CANDIDATES_KEPT_SECONDS) and tried in random order by this runner's next claims, so a
         backlog costs one read per CANDIDATES_SPREAD claims. A kept candidate another runner
         took meanwhile loses its ticket, and the runner reads afresh (see LOSSES_PER_READ).
-        ``contended`` tells afterwards whether races were lost. Raises :class:`ClaimInDoubt` when
-        the server stopped answering halfway through a claim.
+        ``contended`` tells afterwards whether races were lost while more tasks may be pending.
+        Raises :class:`ClaimInDoubt` when the server stopped answering halfway through a claim.
         """
         self.contended = False
         reads = 0
         while reads < READS_PER_CLAIM:
             candidates, fresh = self._candidates(query, sort, spread)
             reads += fresh
+            # A full read may leave more pending tasks beyond it; a short one showed them all.
+            more = not fresh or len(candidates) >= (CANDIDATES_SPREAD if spread else CANDIDATES_PER_CLAIM)
             lost = 0
             while candidates:
                 claim = self._try_claim(candidates.pop(0), runner, lease_seconds, patient=spread)
                 if claim is not None:
                     return claim
                 lost += 1
-                self.contended = True
+                self.contended = more
                 if spread and (not fresh or lost >= LOSSES_PER_READ):
                     self._kept.clear()  # others are claiming these right now: read what is left
                     break
