@@ -361,3 +361,17 @@ def test_starting_an_attempt_again_after_a_lost_reply_keeps_its_one_run(hub):
     first = claim.run_id
     assert hub.queue.begin(claim) and claim.run_id == first   # the retry finds its run already there
     assert [run.id for run in hub.list_runs("t")] == [first]
+
+
+def test_a_runner_that_took_the_signalled_task_spares_the_idle_fleet_a_look(hub):
+    hub.create_task("t", source="x = 1")
+    polled = hub.queue.poll()
+    assert polled.token is not None and polled.taken is None
+    assert hub.queue.claim_next(RUNNER, 30, spread=True) is not None and hub.queue.drained
+    hub.queue.mark_taken(polled.token)
+    assert hub.queue.poll().taken == polled.token          # idle runners seeing this token skip their read
+    hub.create_task("t", source="x = 1")
+    newer = hub.queue.poll()
+    assert newer.token not in (polled.token, newer.taken)  # new work is never covered by an old mark
+    hub.create_task("t", source="x = 1")
+    assert hub.queue.claim_next(RUNNER, 30, spread=True) is not None and not hub.queue.drained  # one is left

@@ -106,6 +106,7 @@ class Runner:
         self._wakeup = Wakeup(hub.queue.watch, self.config.poll_interval)
         self._in_doubt: list[ClaimInDoubt] = []  # claims whose replies were lost: hand back later
         self._seen_signal: Any = _UNSEEN         # the queue signal token at our last look for work
+        self._look_token: Any = None             # the token this turn's look answers, if a poll caused it
         self._active_until = 0.0                 # poll faster until then: the queue moved lately
         self._fleet_size: int | None = None      # live runners, as the reaper last counted them
         self._reap_due: bool | None = None       # what our last poll said of the fleet's reaping turn
@@ -207,6 +208,7 @@ class Runner:
         if self._stopping or self._quota_reached() or all(slot.process is not None for slot in self.slots):
             return False
         now = time.monotonic()
+        self._look_token = None
         if self._wakeup.take_woken() or self._look or now >= self._next_look:
             # Looking anyway: no need to read the signal (a stale token costs one extra look later).
             self._look = False
@@ -223,6 +225,9 @@ class Runner:
             if self._seen_signal is not _UNSEEN:
                 self._active_until = now + ACTIVE_SECONDS
             self._seen_signal = polled.token
+            if polled.token == polled.taken:
+                return False  # another runner took what this token announced: no herd of reads
+            self._look_token = polled.token
         self._next_look = now + SAFETY_NET_LOOK
         return True
 
@@ -270,6 +275,9 @@ class Runner:
                 break
             claimed = True
             self._active_until = time.monotonic() + ACTIVE_SECONDS
+            if self._look_token is not None and self.queue.drained:
+                self.queue.mark_taken(self._look_token)  # the rest of the fleet need not look for it
+                self._look_token = None
             self._start(slot, claim)
         self._look = claimed  # after a claim there may be more: look again next turn
         return claimed

@@ -154,6 +154,7 @@ class ClaimBook:
         self._kept: dict[str, tuple[float, list[dict[str, Any]]]] = {}  # candidates kept: see claim_next
         self._lost_before: set[str] = set()  # rounds a patient claimer lost: see _lost_round
         self.contended = False  # the last claim_next lost races: there may be work left for a retry
+        self.drained = False    # the last claim_next took the only pending task its fresh read saw
 
     def _ended(self, task_id: ObjectId, seq: int, outcome: str, error: dict[str, Any] | None) -> None:
         if self._on_end is None:
@@ -186,6 +187,7 @@ class ClaimBook:
             # A full read may leave more pending tasks beyond it; a short one showed them all.
             more = not fresh or len(candidates) >= (CANDIDATES_SPREAD if spread else CANDIDATES_PER_CLAIM)
             lost = 0
+            self.drained = fresh and len(candidates) == 1
             while candidates:
                 claim = self._try_claim(candidates.pop(0), runner, lease_seconds, patient=spread)
                 if claim is not None:

@@ -73,6 +73,7 @@ class QueueSignal:
     """One poll of the queue: see :meth:`TaskQueue.poll`."""
 
     token: Any                # changes whenever a task becomes pending (None before any was queued)
+    taken: Any                # the last token whose work a runner took (see mark_taken)
     reap_due: bool            # the fleet's reaping interval is over: see reap_turn
     fleet_size: int | None    # live runners, as the last reaper counted them
 
@@ -361,6 +362,11 @@ class TaskQueue:
         """Whether the last claim lost races to other runners (so pending tasks may be left)."""
         return self._book.contended
 
+    @property
+    def drained(self) -> bool:
+        """Whether the last claim took the only pending task its fresh read saw."""
+        return self._book.drained
+
     def finish_then_claim(self, claim: Claim, outcome: Outcome, log_ref: dict[str, Any] | None,
                           request: ClaimRequest) -> tuple[bool, Claim | None]:
         """:meth:`finish`, then claim the next task as :meth:`claim_next` would (a runner's
@@ -431,13 +437,24 @@ class TaskQueue:
         self._signals.update_one({"_id": self._reaper_id()}, {"$set": {"fleet_size": runners}})
 
     def poll(self) -> QueueSignal:
-        """What an idle runner reads each poll: the signal token, and the reaper's schedule and
-        fleet size, in one read of two documents by ``_id``."""
-        ids = [self._signal_id(), self._reaper_id()]
+        """What an idle runner reads each poll, in one read of three small documents by ``_id``:
+        the signal token, the token whose work a runner already took, and the reaper's schedule
+        and fleet size."""
+        ids = [self._signal_id(), self._taken_id(), self._reaper_id()]
         docs = {doc["_id"]: doc for doc in self._signals.find({"_id": {"$in": ids}})}
-        signal, reaper = docs.get(ids[0]) or {}, docs.get(ids[1])
+        signal, taken, reaper = docs.get(ids[0]) or {}, docs.get(ids[1]) or {}, docs.get(ids[2])
         due = reaper is None or as_utc(reaper["next_at"]) <= utcnow()
-        return QueueSignal(signal.get("token"), due, None if reaper is None else reaper.get("fleet_size"))
+        return QueueSignal(signal.get("token"), taken.get("token"), due,
+                           None if reaper is None else reaper.get("fleet_size"))
+
+    def mark_taken(self, token: Any) -> None:
+        """Say that the work signalled by ``token`` is taken: a runner that claimed the last pending
+        task after seeing it, so the rest of an idle fleet need not look (one update by ``_id``;
+        a newer token is never covered by it). Its own document: it cannot undo a newer signal."""
+        self._signals.update_one({"_id": self._taken_id()}, {"$set": {"token": token, "at": utcnow()}}, upsert=True)
+
+    def _taken_id(self) -> str:
+        return f"taken/{self.project.name or ''}"
 
     def _reaper_id(self) -> str:
         return f"reaper/{self.project.name or ''}"
