@@ -463,8 +463,8 @@ class ClaimBook:
         if states.apply_transitions(self._tasks, changes + [change]) < len(changes) + 1:
             ended = ended and self._ended_by_us(claim)
             doc = self._adopt_or_abandon(t)
-        if ended and changes[0].update["$set"]["status"] == PENDING and self._on_pending is not None:
-            self._on_pending()
+        if ended:
+            self._wake_if_pending(changes[0])
         return ended, doc
 
     def _write_end(self, claim: Claim, outcome: Outcome, extra_blob_ids: list[ObjectId] | None) -> bool:
@@ -480,9 +480,14 @@ class ClaimBook:
         # reader who sees the task ended also sees its run ended.
         self._ended(task["_id"], seq, outcome.status, outcome.error)
         moved = states.apply_transitions(self._tasks, [change]) == 1
-        if moved and change.update["$set"]["status"] == PENDING and self._on_pending is not None:
-            self._on_pending()
+        if moved:
+            self._wake_if_pending(change)
         return moved
+
+    def _wake_if_pending(self, written: states.Change) -> None:
+        """An attempt's written end put its task back to pending: wake idle runners."""
+        if written.update["$set"]["status"] == PENDING and self._on_pending is not None:
+            self._on_pending()
 
     def cancel_running(self, task: dict[str, Any]) -> bool:
         """End a running attempt as cancelled; its runner sees the ended lease and kills the process."""
