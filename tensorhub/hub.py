@@ -33,6 +33,7 @@ from tensorhub.runs.store import RunStore
 from tensorhub.tables import TableStore
 from tensorhub.tasks import local, search
 from tensorhub.tasks.claims import runner_identity
+from tensorhub.tasks.create import TaskSpec
 from tensorhub.tasks.model import Task
 from tensorhub.tasks.queue import TaskQueue
 
@@ -433,27 +434,31 @@ class TensorHub:
                           hyper_parameters: Mapping[str, Any] | None = None, repeat: int = 1,
                           **kwargs: Any) -> list[ObjectId]:
         """One task per combination of ``grid`` (merged over fixed ``hyper_parameters``); ``repeat=3``
-        queues each combination three times (field ``repeat`` = 0, 1, 2), as AIQC's repeats.
+        queues each combination three times (field ``repeat`` = 0, 1, 2), as AIQC's repeats. The
+        whole sweep is checked first, then queued in one insert with one wake-up of the runners.
 
         >>> ids = hub.create_grid_tasks("sweep", "train.py", grid={"n_units": [200, 800], "lr": [0.1, 0.01]},
         ...                             saved_result_keys=["test_accuracy"])
         >>> len(ids)
         4
         """
-        tasks = []
-        for combo in search.grid(grid or {}):
-            for r in range(_repeats(repeat)):
-                fields = {**kwargs, "repeat": r} if repeat > 1 else kwargs
-                tasks.append(self.create_task(task_name, script, {**_mapping(hyper_parameters), **combo}, **fields))
-        return tasks
+        spec, fields = TaskSpec.split(task_name, script, kwargs)
+        count = _repeats(repeat)
+        base = _mapping(hyper_parameters)
+        variants = [({**base, **combo}, {**fields, "repeat": r} if count > 1 else fields)
+                    for combo in search.grid(grid or {}) for r in range(count)]
+        return self.queue.create_many(spec, variants)
 
     def create_random_tasks(self, task_name: str, script: str | os.PathLike[str] | None = None,
                             grid: Mapping[str, Sequence[Any]] | None = None, n: int | None = None,
                             fraction: float | None = None, seed: int | None = None,
                             hyper_parameters: Mapping[str, Any] | None = None, **kwargs: Any) -> list[ObjectId]:
-        """Tasks for ``n`` distinct random combinations of ``grid`` (or a ``fraction`` of it)."""
-        return [self.create_task(task_name, script, {**_mapping(hyper_parameters), **combo}, **kwargs)
-                for combo in search.sample(grid or {}, n, fraction, seed)]
+        """Tasks for ``n`` distinct random combinations of ``grid`` (or a ``fraction`` of it), queued
+        in one insert like :meth:`create_grid_tasks`."""
+        spec, fields = TaskSpec.split(task_name, script, kwargs)
+        base = _mapping(hyper_parameters)
+        return self.queue.create_many(spec, [({**base, **combo}, fields)
+                                             for combo in search.sample(grid or {}, n, fraction, seed)])
 
     def check_unfinished_task(self, task_name: str | None = None, **kwargs: Any) -> bool:
         """True while any matching task is pending or running."""

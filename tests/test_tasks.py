@@ -89,6 +89,58 @@ def test_grid_and_random_search_counts(hub):
         hub.create_random_tasks("h", source=SCRIPT, grid=grid, n=7)
 
 
+def test_a_bad_combination_queues_none_of_the_sweep(hub):
+    grid = {"n_units": [100, 200, object()]}   # the last one cannot be stored
+    with pytest.raises(InvalidArgument):
+        hub.create_grid_tasks("g", source=SCRIPT, grid=grid)
+    with pytest.raises(ReservedField):
+        hub.create_grid_tasks("g", source=SCRIPT, grid={"n_units": [1]}, status="done")
+    assert hub.find_tasks() == []
+
+    def train(n_units):
+        return {"score": n_units}
+
+    blobs = hub.db["blobs.files"]
+    with pytest.raises(InvalidArgument):        # each function task owns its blob: none is left behind
+        hub.create_grid_tasks("f", function=train, grid=grid, saved_result_keys="score")
+    assert hub.find_tasks() == [] and blobs.count_documents({}) == 0
+    ids = hub.create_grid_tasks("f", function=train, grid={"n_units": [1, 2]}, saved_result_keys="score")
+    assert blobs.count_documents({}) == 2
+    assert hub.delete_tasks("f", hyper_parameters={"n_units": 1}) == 1 and blobs.count_documents({}) == 1
+    assert hub.run_top_task("f", allow_pickle=True)["result"] == {"score": 2} and hub.get_task(ids[1])
+
+
+def test_a_sweep_is_one_insert_and_one_wake_up(server_uri):
+    """However many combinations: a runner fleet sees the whole sweep at once, and the distributor
+    pays two commands, not two per task (counted with pymongo's command monitoring)."""
+    from pymongo import monitoring
+
+    from tensorhub import TensorHub
+
+    seen: list[tuple[str, str]] = []
+
+    class Listener(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            seen.append((event.command_name, str(event.command.get(event.command_name))))
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    hub = TensorHub(server_uri, project_name="test", event_listeners=[Listener()])
+    try:
+        hub.find_tasks()          # the hub's indexes are made on first use, not counted here
+        seen.clear()
+        ids = hub.create_grid_tasks("g", source=SCRIPT, grid={"n_units": list(range(1, 201))}, repeat=2)
+        assert sorted(seen) == [("insert", "tasks"), ("update", "task_signals")]
+        assert len(ids) == 400 and hub.queue.counts("g")["pending"] == 400
+        assert {t.hyper_parameters["n_units"] for t in hub.find_tasks("g", repeat=1)} == set(range(1, 201))
+    finally:
+        hub.close()
+
+
 def test_cancel_pending_and_delete(hub):
     keep = hub.create_task("t", source="x = 1")
     drop = hub.create_task("t", source="x = 2", group="drop")

@@ -6,12 +6,12 @@ This package owns the ``tasks`` and ``task_claims`` collections and every query 
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from bson import ObjectId
@@ -21,30 +21,23 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
 from tensorhub import defaults
 from tensorhub.blobs import BlobStore
-from tensorhub.errors import InvalidArgument, NotFound, TaskError, WaitTimeout
+from tensorhub.errors import InvalidArgument, NotFound, WaitTimeout
 from tensorhub.fields import (
     HUB,
     as_utc,
     build_query,
-    check_size,
-    clean_fields,
     normalize_sort,
     object_id,
-    to_bson_value,
     utcnow,
     with_tiebreak,
 )
 from tensorhub.project import PROJECT_FIELD, Project
 from tensorhub.tasks import states
 from tensorhub.tasks.claims import Claim, ClaimBook, ClaimInDoubt, OnEnd, Outcome, Started, retrying
+from tensorhub.tasks.create import Script, TaskSpec, task_document
 from tensorhub.tasks.model import Task
 from tensorhub.tasks.states import ACTIVE, CANCELLED, DONE, FAILED, FINISHED, PENDING, RUNNING
 
-RESERVED = {
-    "status": "tasks start pending; use cancel_tasks()/requeue_tasks() to change it",
-    "result": "results come from the script's variables named in saved_result_keys",
-    "task_name": "pass it as the task_name argument",
-}
 NOT_QUERYABLE = frozenset({PROJECT_FIELD, f"{HUB}.code", f"{HUB}.lease"})
 SUMMARY_PROJECTION = {f"{HUB}.code.source": 0}
 OLDEST_FIRST = [("_id", ASCENDING)]  # ObjectIds grow with insertion time
@@ -111,75 +104,54 @@ class TaskQueue:
         self._book.ensure_indexes()
 
     # -- creating ------------------------------------------------------------------------------
-    def create(self, task_name: str, script: str | os.PathLike[str] | None = None,
-               hyper_parameters: Mapping[str, Any] | None = None,
+    def create(self, task_name: str, script: Script = None, hyper_parameters: Mapping[str, Any] | None = None,
                saved_result_keys: Iterable[str] | str | None = None, *, source: str | None = None,
                function: Callable[..., Any] | None = None, priority: float = 0,
                max_attempts: int = defaults.MAX_ATTEMPTS, timeout: float | None = None,
                **kwargs: Any) -> ObjectId:
-        if not isinstance(task_name, str) or not task_name:
-            raise InvalidArgument(f"task_name must be a non-empty string, got {task_name!r}")
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise InvalidArgument(f"max_attempts must be a positive integer, got {max_attempts!r}")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                    or not 0 < timeout < float("inf")):
-            raise InvalidArgument(f"timeout must be a positive number of seconds, got {timeout!r}")
-        if isinstance(priority, bool) or not isinstance(priority, (int, float)):
-            raise InvalidArgument(f"priority must be a number, got {priority!r}")
-        params = _hyper_parameters(hyper_parameters)
-        keys = _result_keys(saved_result_keys)
-        user_fields = clean_fields(kwargs, RESERVED, RESERVED)  # before any bytes are written
-        code = self._code(script, source, function)
-        now = utcnow()
-        doc = {"task_name": task_name, **states.initial(), "time": now, "hyper_parameters": params,
-               "saved_result_keys": keys, "result": None, **user_fields,
-               HUB: self.project.stamp(
-                   priority=to_bson_value(priority, "priority"), created_at=now, updated_at=now,
-                   needs_pickle=code["kind"] == "function", max_attempts=max_attempts,
-                   attempt_limit=max_attempts, timeout_seconds=timeout, attempts=0, seq=0, lease=None,
-                   runner=None, started_at=None, finished_at=None, duration_seconds=None, error=None,
-                   failures=[], history=[], output=None, code=code,
-                   blob_ids=[code["blob"]["id"]] if "blob" in code else [])}
+        """Queue one task (see :meth:`TensorHub.create_task <tensorhub.hub.TensorHub.create_task>`)."""
+        spec = TaskSpec.checked(task_name, script, source=source, function=function,
+                                saved_result_keys=saved_result_keys, priority=priority,
+                                max_attempts=max_attempts, timeout=timeout)
+        return self.create_many(spec, [(hyper_parameters, kwargs)])[0]
+
+    def create_many(self, spec: TaskSpec, variants: Sequence[tuple[Mapping[str, Any] | None, Mapping[str, Any]]]
+                    ) -> list[ObjectId]:
+        """Queue one task per ``(hyper_parameters, fields)`` variant, all sharing ``spec``: one
+        insert (pymongo splits it only past the server's batch limits) and one wake-up, however
+        large the sweep. Every document is built and checked before the insert.
+
+        >>> spec = TaskSpec.checked("sweep", source="acc = n / 10", saved_result_keys="acc")
+        >>> ids = hub.queue.create_many(spec, [({"n": n}, {}) for n in range(3)])
+        >>> [t.hyper_parameters["n"] for t in hub.find_tasks("sweep")]
+        [0, 1, 2]
+        """
+        shared = spec.script_code()
+        docs: list[dict[str, Any]] = []
+        written: list[ObjectId] = []  # function blobs, each owned by one task once it is in
         try:
-            check_size({k: v for k, v in doc.items() if k != HUB} | {"code": code})
-            task_id = self._tasks.insert_one(doc).inserted_id
+            for params, fields in variants:
+                code = shared
+                if code is None:
+                    code = spec.function_code(self._blobs)
+                    written.append(code["blob"]["id"])
+                docs.append(task_document(spec, self.project, code, params, fields))
+            if docs:
+                self._tasks.insert_many(docs, ordered=True)
         except BaseException:
-            if "blob" in code:
-                self._blobs.delete([code["blob"]["id"]])
+            self._release_unqueued(written, [doc["_id"] for doc in docs if "_id" in doc])
             raise
-        self.wake_runners()
-        return task_id
+        if docs:
+            self.wake_runners()
+        return [doc["_id"] for doc in docs]
 
-    def _code(self, script: str | os.PathLike[str] | None, source: str | None,
-              function: Callable[..., Any] | None) -> dict[str, Any]:
-        if sum(x is not None for x in (script, source, function)) != 1:
-            raise InvalidArgument("give exactly one of script=, source= or function=")
-        if function is not None:
-            import dill
-
-            if not callable(function):
-                raise InvalidArgument(f"function must be callable, got {type(function).__name__}")
-            ref = self._blobs.write_bytes(dill.dumps(function, recurse=True),
-                                          getattr(function, "__name__", "function"), "dill", kind="task-function")
-            return {"kind": "function", "name": getattr(function, "__qualname__", "function"),
-                    "blob": ref.to_doc()}
-        if script is not None:
-            if not isinstance(script, (str, os.PathLike)):
-                raise InvalidArgument(f"script must be a file path, got {type(script).__name__}")
-            path = Path(script)
-            if not path.is_file():
-                raise TaskError(f"script {str(path)!r} is not a file (pass source=... for code text)")
-            source, filename = path.read_text(encoding="utf-8"), path.name
-        else:
-            if not isinstance(source, str):
-                raise InvalidArgument(f"source must be a string of Python code, got {type(source).__name__}")
-            filename = "<source>"
-        assert source is not None
-        try:
-            compile(source, filename, "exec")
-        except (SyntaxError, ValueError) as err:
-            raise TaskError(f"script {filename} does not compile: {err}") from None
-        return {"kind": "script", "filename": filename, "source": source}
+    def _release_unqueued(self, blob_ids: list[ObjectId], task_ids: list[ObjectId]) -> None:
+        """After a failed create: delete the function blobs that no queued task points at."""
+        if not blob_ids:
+            return
+        with contextlib.suppress(ConnectionFailure):
+            kept = self.referenced(blob_ids) if task_ids else set()
+            self._blobs.delete([b for b in blob_ids if b not in kept])
 
     # -- reading -------------------------------------------------------------------------------
     def query(self, task_name: str | None, kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -516,26 +488,6 @@ def _with_log(outcome: Outcome, log_ref: dict[str, Any] | None) -> list[ObjectId
         return None
     outcome.output = {**(outcome.output or {}), "log": log_ref}
     return [log_ref["id"]]
-
-
-def _hyper_parameters(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise InvalidArgument(f"hyper_parameters must be a dict of name -> value, got {type(value).__name__}")
-    return to_bson_value(dict(value), "hyper_parameters")
-
-
-def _result_keys(value: Any) -> list[str]:
-    if value is None:
-        return []
-    keys = [value] if isinstance(value, str) else value  # "test_accuracy" is one key, not 13
-    if isinstance(keys, Mapping) or not isinstance(keys, Iterable):
-        raise InvalidArgument(f"saved_result_keys must be a list of names, got {value!r}")
-    keys = list(keys)
-    if not all(isinstance(k, str) and k and "." not in k and not k.startswith("$") for k in keys):
-        raise InvalidArgument(f"saved_result_keys must be variable names, got {keys!r}")
-    return keys
 
 
 def _oid(value: ObjectId | str) -> ObjectId:
