@@ -5,6 +5,7 @@ refusals. The browser tests are in test_dashboard_browser.py."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -91,6 +92,48 @@ def test_pages_and_their_data(mock_hub):
     assert datasets[0]["name"] == "digits" and datasets[0]["fields"]["split"] == "train"
     assert client.get("/api/fleet").get_json() == {"counts": {"lost": 0, "running": 0, "stopped": 0}, "runners": []}
     assert client.get("/static/vendor/plotly.min.js").data.startswith(b"/**")   # served from the plotly package
+
+
+def test_old_counts_show_at_once_with_their_age_while_new_ones_are_counted(mock_hub):
+    """On servers that count by decoding every task (FerretDB), counting 10,000 tasks takes seconds:
+    a poll gets the last counts at once, one background count runs at a time, and a failed one
+    is forgotten so that the next poll asks the server itself (and shows an outage)."""
+    from tensorhub.dashboard.data import Recent
+
+    recent = Recent(ttl=0.05, stale_for=60)
+    assert recent.get("k", lambda: "first") == "first"
+    time.sleep(0.1)
+    gate, calls = threading.Event(), []
+
+    def slow_count() -> str:
+        calls.append(1)
+        gate.wait(10)
+        return "second"
+
+    began = time.monotonic()
+    assert recent.get("k", slow_count) == "first" and recent.get("k", slow_count) == "first"
+    assert time.monotonic() - began < 1 and len(calls) == 1 and recent.age("k") >= 0.1
+    gate.set()
+    deadline = time.monotonic() + 10
+    while recent.get("k", slow_count) != "second" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert recent.get("k", slow_count) == "second" and recent.age("k") < 1
+
+    time.sleep(0.1)
+
+    def broken() -> str:
+        raise ConnectionError("server away")
+
+    assert recent.get("k", broken) == "second"            # served, and a background count fails
+    deadline = time.monotonic() + 10
+    while recent.age("k") is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(ConnectionError):                  # nothing stale left: this poll asks and fails
+        recent.get("k", broken)
+
+    mock_hub.create_task("t", source="x = 1")
+    reply = create_app(mock_hub).test_client().get("/api/queue").get_json()
+    assert reply["totals"]["pending"] == 1 and 0 <= reply["counts_age"] < 5
 
 
 def test_user_strings_are_escaped_in_pages_and_plain_data_in_json(mock_hub):

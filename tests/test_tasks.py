@@ -427,3 +427,22 @@ def test_a_runner_that_took_the_signalled_task_spares_the_idle_fleet_a_look(hub)
     assert newer.token not in (polled.token, newer.taken)  # new work is never covered by an old mark
     hub.create_task("t", source="x = 1")
     assert hub.queue.claim_next(RUNNER, 30, spread=True) is not None and not hub.queue.drained  # one is left
+
+
+def test_runners_of_a_big_fleet_spread_their_claims_over_a_wider_window(hub):
+    """Twenty runners claiming from one backlog mostly pick different tasks when each reads eight
+    candidates per live runner (160) instead of 32: fewer lost tickets and fewer reads again."""
+    import random
+
+    ids = hub.create_grid_tasks("t", source="x = 1", grid={"i": list(range(200))})
+    position = {task_id: i for i, task_id in enumerate(ids)}
+
+    def positions(fleet: int | None) -> list[int]:
+        hub.queue.expect_fleet(fleet)
+        random.seed(7)
+        claims = [hub.queue.claim_next(RUNNER, 30, spread=True) for _ in range(10)]
+        return [position[c.task_id] for c in claims]
+
+    assert max(positions(None)) < 32                    # fleet size unknown: the top 32, shuffled
+    wide = positions(20)
+    assert max(wide) >= 32 and max(wide) < 32 + 160     # the next 160 pending ones, shuffled

@@ -8,6 +8,7 @@ opened on first use (the ``tensorhub dashboard`` command).
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,10 @@ RECORD_PARAMS = {"name", "limit"}
 
 
 def create_app(hub: Any, *, token: str | None = None, allow_actions: bool = False,
-               allowed_hosts: frozenset[str] = frozenset()) -> Flask:
+               allowed_hosts: frozenset[str] = frozenset(), warm: bool = False) -> Flask:
     """The dashboard for ``hub`` (a TensorHub, or a function that opens one).
+
+    ``warm``: count the queue in the background right away (the server does, tests need not).
 
     ``token``: every request must present it. Without one, only requests whose ``Host`` is a
     loopback name (or one of ``allowed_hosts``) are served. ``allow_actions``: cancel and requeue.
@@ -46,7 +49,7 @@ def create_app(hub: Any, *, token: str | None = None, allow_actions: bool = Fals
     app = Flask(__name__)
     source = HubSource(hub if callable(hub) and not hasattr(hub, "find_tasks") else (lambda: hub))
     boards = data.Leaderboards()
-    summaries = data.Recent(data.SUMMARY_TTL)
+    summaries = data.Recent(data.SUMMARY_TTL, stale_for=data.SUMMARY_STALE)
     app.config.update(DASHBOARD_ALLOW_ACTIONS=allow_actions)
     app.jinja_env.autoescape = True  # every template, whatever its name
     _guard(app, token, allowed_hosts)
@@ -54,6 +57,8 @@ def create_app(hub: Any, *, token: str | None = None, allow_actions: bool = Fals
     _api(app, source, boards, summaries)
     _actions(app, source, allow_actions)
     _errors(app)
+    if warm:
+        threading.Thread(target=_warm, args=(source, summaries), daemon=True, name="dashboard-warm").start()
 
     @app.get("/favicon.ico")
     def favicon() -> Response:
@@ -282,6 +287,15 @@ def _actions(app: Flask, source: HubSource, allowed: bool) -> None:
 
 
 # -- errors -------------------------------------------------------------------------------------------------
+def _warm(source: HubSource, summaries: data.Recent) -> None:
+    """Count the queue once at start, so that the first page shows counts at once too."""
+    try:
+        hub = source.get()
+        summaries.get(id(hub), lambda: data.queue_counts(hub))
+    except Exception:
+        pass
+
+
 def _call(source: HubSource, fetch: Callable[[Any], Any]) -> Any:
     """Run ``fetch(hub)``; a server that does not answer becomes :class:`Unavailable` (503)."""
     hub = source.get()

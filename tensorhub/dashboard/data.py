@@ -23,6 +23,7 @@ from tensorhub.tasks.states import DONE, STATES
 TAIL_CHARS = 4000          # of a traceback or an output tail
 LEADERBOARD_TTL = 2.0      # seconds a ranking is reused while paging and sorting
 SUMMARY_TTL = 1.0          # seconds the queue's counts are shared between polling pages
+SUMMARY_STALE = 120.0      # seconds older counts are still shown (with their age) while new ones are counted
 METRIC_SAMPLE = 200        # newest runs whose metric names fill the leaderboard's menu
 
 
@@ -66,33 +67,66 @@ class Recent:
     again while it is being computed. An answer that took longer than ``ttl`` to compute is kept
     twice as long as it took, so a slow server spends at most half its time on the dashboard.
 
+    With ``stale_for`` an expired answer younger than that is still served at once, while one
+    background thread computes the next (stale-while-revalidate): on a server that must decode
+    every task to count them, a page shows the last counts immediately, with their age.
+
     >>> recent = Recent(ttl=60)
     >>> recent.get("k", lambda: 1), recent.get("k", lambda: 2)
     (1, 1)
+    >>> recent.age("k") < 1
+    True
     """
 
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, ttl: float, stale_for: float = 0.0) -> None:
         self._ttl = ttl
-        self._values: dict[Any, tuple[float, Any]] = {}   # key -> (expires, value)
+        self._stale_for = stale_for
+        self._values: dict[Any, tuple[float, float, Any]] = {}   # key -> (fresh until, computed at, value)
         self._locks: dict[Any, threading.Lock] = {}
         self._guard = threading.Lock()
 
     def get(self, key: Any, compute: Callable[[], Any]) -> Any:
-        with self._guard:
-            if len(self._locks) > 1024:   # keys come from query parameters: forget idle ones
-                self._locks = {k: lk for k, lk in self._locks.items() if k in self._values or lk.locked()}
-            lock = self._locks.setdefault(key, threading.Lock())
+        lock = self._lock(key)
+        hit = self._values.get(key)
+        if hit is not None and self._stale_for and time.monotonic() < hit[1] + self._stale_for:
+            if time.monotonic() >= hit[0] and lock.acquire(blocking=False):
+                threading.Thread(target=self._refresh, args=(key, compute, lock), daemon=True,
+                                 name="dashboard-refresh").start()
+            return hit[2]
         with lock:
             hit = self._values.get(key)
             if hit is not None and time.monotonic() < hit[0]:
-                return hit[1]
-            started = time.monotonic()
-            value = compute()
-            now = time.monotonic()
+                return hit[2]
+            return self._compute(key, compute)
+
+    def age(self, key: Any) -> float | None:
+        """Seconds since the answer for ``key`` was computed (None: none is kept)."""
+        hit = self._values.get(key)
+        return None if hit is None else time.monotonic() - hit[1]
+
+    def _lock(self, key: Any) -> threading.Lock:
+        with self._guard:
+            if len(self._locks) > 1024:   # keys come from query parameters: forget idle ones
+                self._locks = {k: lk for k, lk in self._locks.items() if k in self._values or lk.locked()}
+            return self._locks.setdefault(key, threading.Lock())
+
+    def _compute(self, key: Any, compute: Callable[[], Any]) -> Any:
+        started = time.monotonic()
+        value = compute()
+        now = time.monotonic()
+        with self._guard:
+            self._values = {k: v for k, v in self._values.items() if now < max(v[0], v[1] + self._stale_for)}
+            self._values[key] = (now + max(self._ttl, 2 * (now - started)), now, value)
+        return value
+
+    def _refresh(self, key: Any, compute: Callable[[], Any], lock: threading.Lock) -> None:
+        try:
+            self._compute(key, compute)
+        except Exception:   # the server is away: forget the answer, so the next page asks and says so
             with self._guard:
-                self._values = {k: v for k, v in self._values.items() if now < v[0]}
-                self._values[key] = (now + max(self._ttl, 2 * (now - started)), value)
-            return value
+                self._values.pop(key, None)
+        finally:
+            lock.release()
 
 
 # -- the queue ----------------------------------------------------------------------------------
@@ -101,23 +135,28 @@ def queue(hub: Any, task_name: str | None, status: str | None, page: int, per_pa
     """Counts per task name (a sweep's progress), and one page of the matching tasks.
 
     The counts (one aggregation over the project) and the page (one indexed query) are asked for
-    at the same time; ``summaries`` shares the counts between requests for a moment.
+    at the same time; ``summaries`` shares the counts between requests for a moment, and serves
+    the last ones at once while it counts again (``counts_age`` says how old they are).
     """
     filters = {} if status is None else {"status": status}
     with ThreadPoolExecutor(max_workers=1) as pool:
         page_of_tasks = pool.submit(hub.find_tasks, task_name, sort=[("_id", -1 if newest_first else 1)],
                                     limit=per_page, skip=(page - 1) * per_page, **filters)
-        summary = (summaries or Recent(0)).get(id(hub), lambda: _summary(hub))
+        summaries = summaries or Recent(0)
+        summary = summaries.get(id(hub), lambda: queue_counts(hub))
+        age = summaries.age(id(hub))
         tasks = page_of_tasks.result()
     rows = [r for r in summary if task_name is None or r["task_name"] == task_name]
     matching = sum(r[status] if status else r["total"] for r in rows)
     totals = {s: sum(r[s] for r in summary) for s in STATES}
     return jsonable({"summary": summary, "totals": totals, "matching": matching, "page": page,
                      "per_page": per_page, "pages": max(1, math.ceil(matching / per_page)),
+                     "counts_age": None if age is None else round(age, 1),
                      "tasks": [task_row(t) for t in tasks]})
 
 
-def _summary(hub: Any) -> list[dict[str, Any]]:
+def queue_counts(hub: Any) -> list[dict[str, Any]]:
+    """Per task name: counts by status, total, done, and the oldest pending task's age."""
     summary = []
     for row in hub.queue_summary():
         counts = {s: int(row[s]) for s in STATES}

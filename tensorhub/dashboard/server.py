@@ -52,7 +52,7 @@ def serve(hub: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, token:
 
     check_exposure(host, token)
     allowed = frozenset() if auth.is_loopback(host) else frozenset({host.lower()})
-    server = make_server(create_app(hub, token=token, allow_actions=allow_actions, allowed_hosts=allowed),
+    server = make_server(create_app(hub, token=token, allow_actions=allow_actions, allowed_hosts=allowed, warm=True),
                          host, port)
     stream = out or sys.stdout
     mode = "actions: cancel, requeue" if allow_actions else "read-only"

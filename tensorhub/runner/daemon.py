@@ -183,6 +183,10 @@ class Runner:
             self.fleet.register(self.identity, slots=[s.gpu for s in self.slots], version=__version__,
                                 lease_seconds=self.config.lease_seconds, task_filter=filter_)
             self._registered = True
+            # Until a reaper's count reaches us in a poll: how many claim beside us (one count, once).
+            self._fleet_size = self.fleet.live_count(within=dt.timedelta(seconds=self.config.lease_seconds))
+            self.queue.expect_fleet(self._fleet_size)
+            self._owe(1)
         else:
             self.fleet.heartbeat(self.identity["id"], self._slot_entries(), self.completed, self.failed)
         self._next_registry_beat = now + min(REGISTRY_BEAT, self.config.lease_seconds / 3)
@@ -220,6 +224,7 @@ class Runner:
             self._skipped_poll = False
             polled = self.queue.poll()
             self._reap_due, self._fleet_size = polled.reap_due, polled.fleet_size or self._fleet_size
+            self.queue.expect_fleet(self._fleet_size)
             if polled.token == self._seen_signal:
                 return False
             if self._seen_signal is not _UNSEEN:
@@ -440,7 +445,9 @@ class Runner:
             log.info("returned %d task(s) with expired leases", reaped)
             self._wakeup.wake()
         lease = dt.timedelta(seconds=self.config.lease_seconds)
-        self.queue.note_fleet_size(self.fleet.live_count(within=lease))
+        self._fleet_size = self.fleet.live_count(within=lease)
+        self.queue.note_fleet_size(self._fleet_size)
+        self.queue.expect_fleet(self._fleet_size)
         self._owe(3 + reaped)  # the running tasks, the fleet's count and its note; each reaped task
 
     def _owe(self, commands: int) -> None:

@@ -41,8 +41,12 @@ from tensorhub.tasks.states import FAILED, PENDING, RUNNING
 CLAIM_ORDER = [(f"{HUB}.priority", DESCENDING), ("_id", ASCENDING)]  # higher priority, then oldest
 CANDIDATES_PER_CLAIM = 8
 # A runner in a fleet reads more, and tries them in random order: many runners claiming at once then
-# mostly pick different tasks (50 runners over 32 candidates lose about a third of their first tries).
+# mostly pick different tasks. The window grows with the fleet (CANDIDATES_PER_RUNNER for each live
+# runner, up to CANDIDATES_SPREAD_MAX): 20 runners over 32 candidates lost most kept candidates
+# to one another, over 160 few.
 CANDIDATES_SPREAD = 32
+CANDIDATES_PER_RUNNER = 8
+CANDIDATES_SPREAD_MAX = 256
 # How long a runner keeps the candidates of one read for its next claims: long enough to serve a
 # backlog of short tasks, short enough that a newly queued task of higher priority waits little.
 CANDIDATES_KEPT_SECONDS = 2.0
@@ -155,6 +159,14 @@ class ClaimBook:
         self._lost_before: set[str] = set()  # rounds a patient claimer lost: see _lost_round
         self.contended = False  # the last claim_next lost races: there may be work left for a retry
         self.drained = False    # the last claim_next took the only pending task its fresh read saw
+        self.spread_width = CANDIDATES_SPREAD  # candidates a spread read asks for: see expect_fleet
+
+    def expect_fleet(self, runners: int | None) -> None:
+        """Size the spread window for ``runners`` live runners claiming from the same queue."""
+        width = max(CANDIDATES_SPREAD, min(CANDIDATES_SPREAD_MAX, CANDIDATES_PER_RUNNER * (runners or 0)))
+        if runners and width != self.spread_width:
+            self.spread_width = width
+            self._kept.clear()  # read for the old width
 
     def _ended(self, task_id: ObjectId, seq: int, outcome: str, error: dict[str, Any] | None) -> None:
         if self._on_end is None:
@@ -174,7 +186,7 @@ class ClaimBook:
 
         With ``spread`` (a runner in a fleet) the candidates of one read are kept for a moment
         (CANDIDATES_KEPT_SECONDS) and tried in random order by this runner's next claims, so a
-        backlog costs one read per CANDIDATES_SPREAD claims. A kept candidate another runner
+        backlog costs one read per ``spread_width`` claims. A kept candidate another runner
         took meanwhile loses its ticket, and the runner reads afresh (see LOSSES_PER_READ).
         ``contended`` tells afterwards whether races were lost while more tasks may be pending.
         Raises :class:`ClaimInDoubt` when the server stopped answering halfway through a claim.
@@ -185,7 +197,7 @@ class ClaimBook:
             candidates, fresh = self._candidates(query, sort, spread)
             reads += fresh
             # A full read may leave more pending tasks beyond it; a short one showed them all.
-            more = not fresh or len(candidates) >= (CANDIDATES_SPREAD if spread else CANDIDATES_PER_CLAIM)
+            more = not fresh or len(candidates) >= (self.spread_width if spread else CANDIDATES_PER_CLAIM)
             lost = 0
             self.drained = fresh and len(candidates) == 1
             while candidates:
@@ -211,7 +223,7 @@ class ClaimBook:
         if spread and kept and time.monotonic() < kept_until:
             return kept, False
         filter_ = self.project.scope({**query, "status": PENDING})
-        limit = CANDIDATES_SPREAD if spread else CANDIDATES_PER_CLAIM
+        limit = self.spread_width if spread else CANDIDATES_PER_CLAIM
         candidates = list(self._tasks.find(filter_, sort=sort or CLAIM_ORDER, limit=limit))
         if spread:
             candidates = _spread(candidates)

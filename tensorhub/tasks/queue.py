@@ -408,6 +408,11 @@ class TaskQueue:
         """Record how many runners are alive (the reaper counts them), for idle runners' pacing."""
         self._signals.update_one({"_id": self._reaper_id()}, {"$set": {"fleet_size": runners}})
 
+    def expect_fleet(self, runners: int | None) -> None:
+        """Tell this runner's claims how many runners claim from the queue (None: unknown): spread
+        claims read a window that grows with the fleet, so that runners seldom race for one task."""
+        self._book.expect_fleet(runners)
+
     def poll(self) -> QueueSignal:
         """What an idle runner reads each poll, in one read of three small documents by ``_id``:
         the signal token, the token whose work a runner already took, and the reaper's schedule

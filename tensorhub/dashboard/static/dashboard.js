@@ -162,6 +162,9 @@ function pager(id, data, page) {
 
 // -- pages ---------------------------------------------------------------------------------------
 function renderQueue(data) {
+  // Counting every task is slow on servers that cannot count from an index: older counts are
+  // shown at once while new ones are made, and then say how old they are.
+  $("counts-age").textContent = data.counts_age > 3 ? `counted ${age(data.counts_age)} ago` : "";
   const totals = clear($("totals"));
   for (const [name, count] of Object.entries(data.totals)) {
     totals.append(el("a", { class: `count s-${name}`, "data-count": name, href: `/queue?status=${name}`,
