@@ -224,7 +224,8 @@ class ClaimBook:
             return kept, False
         filter_ = self.project.scope({**query, "status": PENDING})
         limit = self.spread_width if spread else CANDIDATES_PER_CLAIM
-        candidates = list(self._tasks.find(filter_, sort=sort or CLAIM_ORDER, limit=limit))
+        # batch_size: the whole window in the first reply (the default first batch is 101: a getMore)
+        candidates = list(self._tasks.find(filter_, sort=sort or CLAIM_ORDER, limit=limit, batch_size=limit))
         if spread:
             candidates = _spread(candidates)
             self._kept = {key: (time.monotonic() + CANDIDATES_KEPT_SECONDS, candidates)}
