@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -222,21 +221,14 @@ def test_a_claimer_that_died_mid_claim_does_not_block_the_task(hub):
     assert [h["event"] for h in hub.get_task(task_id).history] == ["round_skipped"]
 
 
-def test_a_runner_in_a_fleet_skips_a_dead_claimers_round_when_it_meets_it_again(hub, monkeypatch):
-    from tensorhub.tasks import claims
-
-    monkeypatch.setattr(claims, "LOST_ROUND_AVOIDED", 0.3)
+def test_a_runner_in_a_fleet_skips_a_dead_claimers_round_when_it_meets_it_again(hub):
     task_id = hub.create_task("t", source="x = 1")
     hub.db["task_claims"].insert_one({"_id": f"{task_id}/1", "owner": "dead", "task_id": task_id,
                                       "taken_at": dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)})
     runner = {"id": "live", "host": "h", "pid": 2, "gpu": None}
     assert hub.queue.claim_next(runner, 30, spread=True) is None   # lost once: a live claimer, most likely
     assert hub.get_task(task_id).history == []
-    tickets = hub.db["task_claims"].count_documents({})
-    assert hub.queue.claim_next(runner, 30, spread=True) is None   # left out for a moment: not even tried
-    assert hub.get_task(task_id).history == [] and hub.db["task_claims"].count_documents({}) == tickets
-    time.sleep(0.35)
-    assert hub.queue.claim_next(runner, 30, spread=True) is None   # lost again later: it looks, and skips the round
+    assert hub.queue.claim_next(runner, 30, spread=True) is None   # lost again: it looks, and skips the round
     claim = hub.queue.claim_next(runner, 30, spread=True)
     assert claim is not None and claim.seq == 2 and claim.attempt == 1
 

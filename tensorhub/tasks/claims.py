@@ -51,9 +51,6 @@ CANDIDATES_SPREAD_MAX = 256
 # backlog of short tasks, short enough that a newly queued task of higher priority waits little.
 CANDIDATES_KEPT_SECONDS = 2.0
 LOST_ROUNDS_KEPT = 10_000
-# A round this runner lost is left out of its reads this long: a live winner moves it on within
-# milliseconds, so a round still pending after that is one to look into (see _lost_round).
-LOST_ROUND_AVOIDED = 5.0
 # A runner in a fleet that loses a kept candidate, or LOSSES_PER_READ of a fresh read, reads again
 # (others are claiming from the same window), at most READS_PER_CLAIM times per claim.
 LOSSES_PER_READ = 3
@@ -159,7 +156,7 @@ class ClaimBook:
         self._on_pending = on_pending  # a task went back to pending: wake idle runners
         self._started = started        # attempts whose start was recorded elsewhere (their run)
         self._kept: dict[str, tuple[float, list[dict[str, Any]]]] = {}  # candidates kept: see claim_next
-        self._lost_before: dict[str, float] = {}  # rounds a patient claimer lost, and when: see _lost_round
+        self._lost_before: set[str] = set()  # rounds a patient claimer lost: see _lost_round
         self.contended = False  # the last claim_next lost races: there may be work left for a retry
         self.drained = False    # the last claim_next took the only pending task its fresh read saw
         self.spread_width = CANDIDATES_SPREAD  # candidates a spread read asks for: see expect_fleet
@@ -197,13 +194,12 @@ class ClaimBook:
         self.contended = False
         reads = 0
         while reads < READS_PER_CLAIM:
-            candidates, read = self._candidates(query, sort, spread)
-            fresh = read is not None
+            candidates, fresh = self._candidates(query, sort, spread)
             reads += fresh
             # A full read may leave more pending tasks beyond it; a short one showed them all.
-            more = read is None or read >= (self.spread_width if spread else CANDIDATES_PER_CLAIM)
+            more = not fresh or len(candidates) >= (self.spread_width if spread else CANDIDATES_PER_CLAIM)
             lost = 0
-            self.drained = read == 1 and len(candidates) == 1
+            self.drained = fresh and len(candidates) == 1
             while candidates:
                 claim = self._try_claim(candidates.pop(0), runner, lease_seconds, patient=spread)
                 if claim is not None:
@@ -219,27 +215,21 @@ class ClaimBook:
         return None
 
     def _candidates(self, query: dict[str, Any], sort: list[tuple[str, int]] | None,
-                    spread: bool) -> tuple[list[dict[str, Any]], int | None]:
-        """Pending tasks to try, best first, and how many were read just now (None: kept from an
-        earlier read, ``spread`` only). Claims pop what they try from the kept list. A spread read
-        leaves out the rounds this runner lost moments ago: their winners are about to move them
-        on, and trying them again would only lose again (FerretDB shows a task as pending until
-        its claimer's update lands, which on a busy machine can take a while)."""
+                    spread: bool) -> tuple[list[dict[str, Any]], bool]:
+        """Pending tasks to try, best first, and whether they were read just now (else kept from
+        an earlier read, ``spread`` only). Claims pop what they try from the kept list."""
         key = _key(query, sort)
         kept_until, kept = self._kept.get(key, (0.0, []))
         if spread and kept and time.monotonic() < kept_until:
-            return kept, None
+            return kept, False
         filter_ = self.project.scope({**query, "status": PENDING})
         limit = self.spread_width if spread else CANDIDATES_PER_CLAIM
         # batch_size: the whole window in the first reply (the default first batch is 101: a getMore)
         candidates = list(self._tasks.find(filter_, sort=sort or CLAIM_ORDER, limit=limit, batch_size=limit))
-        read = len(candidates)
         if spread:
-            now = time.monotonic()
-            candidates = [c for c in _spread(candidates)
-                          if now - self._lost_before.get(_round_ticket(c), -LOST_ROUND_AVOIDED) >= LOST_ROUND_AVOIDED]
-            self._kept = {key: (now + CANDIDATES_KEPT_SECONDS, candidates)}
-        return candidates, read
+            candidates = _spread(candidates)
+            self._kept = {key: (time.monotonic() + CANDIDATES_KEPT_SECONDS, candidates)}
+        return candidates, True
 
     def _try_claim(self, candidate: dict[str, Any], runner: dict[str, Any], lease_seconds: float,
                    patient: bool = False) -> Claim | None:
@@ -298,7 +288,7 @@ class ClaimBook:
         if patient and t.ticket not in self._lost_before:
             if len(self._lost_before) >= LOST_ROUNDS_KEPT:
                 self._lost_before.clear()
-            self._lost_before[t.ticket] = time.monotonic()
+            self._lost_before.add(t.ticket)
             return
         self._skip_stale_claim(t.task_id, t.seq, t.ticket, t.now)
 
@@ -575,7 +565,7 @@ class _Try:
 
     @property
     def ticket(self) -> str:
-        return _round_ticket(self.candidate)
+        return states.claim_ticket(self.task_id, self.seq + 1)
 
     @property
     def deadline(self) -> float:
@@ -654,11 +644,6 @@ def _spread(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     first = [c for c in candidates if c[HUB].get("priority", 0) == top]
     random.shuffle(first)
     return first + [c for c in candidates if c[HUB].get("priority", 0) != top]
-
-
-def _round_ticket(candidate: dict[str, Any]) -> str:
-    """The claim ticket of the round a pending candidate is waiting for."""
-    return states.claim_ticket(candidate["_id"], int(candidate[HUB].get("seq", 0)) + 1)
 
 
 def _key(query: dict[str, Any], sort: list[tuple[str, int]] | None) -> str:
