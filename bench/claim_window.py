@@ -1,6 +1,7 @@
-"""Runners of one fleet racing for one backlog: how many claim tickets they lose, with a candidate
-window of 32 (the design before) against 8 per live runner (``TaskQueue.expect_fleet``), side by
-side in one run on one server.
+"""Runners of one fleet racing for one backlog: how many claim tickets they lose, with a fixed
+candidate window of 32 (the design before) against today's window (8 per live runner, as
+``TaskQueue.expect_fleet`` is told, widened by 16 for each race lost), side by side in one run on
+one server. The fixed window is today's code with the widening turned off.
 
     python bench/claim_window.py                          # 20 runners, 200 tasks, FerretDB/SQLite
     python bench/claim_window.py --runners 50 --tasks 500 --backend postgresql
@@ -31,7 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from fleet import start_server, with_database  # noqa: E402  (the fleet bench's server helpers)
 
-DESIGNS = ("window of 32", "8 per runner")
+DESIGNS = ("fixed 32", "fleet-sized")
 
 
 def runner(uri: str, design: str, fleet: int, work: float, out: Any) -> None:
@@ -59,6 +60,10 @@ def runner(uri: str, design: str, fleet: int, work: float, out: Any) -> None:
         def failed(self, event: monitoring.CommandFailedEvent) -> None:
             sent.pop(event.request_id, None)
 
+    if design == DESIGNS[0]:
+        from tensorhub.tasks import claims
+
+        claims.CANDIDATES_PER_LOSS = 0
     hub = TensorHub(uri, project_name="bench", event_listeners=[Tickets()])
     hub.queue.expect_fleet(fleet if design == DESIGNS[1] else None)
     request = ClaimRequest(runner_identity(), 60)

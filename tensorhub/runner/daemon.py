@@ -114,6 +114,7 @@ class Runner:
         self._skipped_poll = False
         self._look = True                        # look for work on the next turn, whatever the signal says
         self._next_look = 0.0                    # a safety net: look at least this often anyway
+        self._relook_soon = False                # lost races with tasks left: _next_look is a re-look, soon
         self._next_registry_beat = 0.0
         self._registered = False
 
@@ -183,9 +184,9 @@ class Runner:
             self.fleet.register(self.identity, slots=[s.gpu for s in self.slots], version=__version__,
                                 lease_seconds=self.config.lease_seconds, task_filter=filter_)
             self._registered = True
-            # Until a reaper's count reaches us in a poll: how many claim beside us (one count, once).
-            self._fleet_size = self.fleet.live_count(within=dt.timedelta(seconds=self.config.lease_seconds))
-            self.queue.expect_fleet(self._fleet_size)
+            # How many claim beside us, for the claim window (one count, once). Not for pacing polls:
+            # runners starting together undercount, and would poll as fast as a small fleet.
+            self.queue.expect_fleet(self.fleet.live_count(within=dt.timedelta(seconds=self.config.lease_seconds)))
             self._owe(1)
         else:
             self.fleet.heartbeat(self.identity["id"], self._slot_entries(), self.completed, self.failed)
@@ -215,7 +216,9 @@ class Runner:
         self._look_token = None
         if self._wakeup.take_woken() or self._look or now >= self._next_look:
             # Looking anyway: no need to read the signal (a stale token costs one extra look later).
-            self._look = False
+            self._look = self._relook_soon = False
+        elif self._relook_soon:
+            return False  # tasks are pending and a look is due within a second: a poll adds nothing
         elif self._owed_polls > 0 and not self._skipped_poll and now >= self._active_until:
             self._owed_polls -= 1     # never two in a row: a short lease's extra commands must not
             self._skipped_poll = True  # starve the polls
@@ -277,6 +280,7 @@ class Runner:
             if claim is None:
                 if self.queue.contended:  # others won the races, and may have left work: look again soon
                     self._next_look = time.monotonic() + random.uniform(0.2, 1.0)
+                    self._relook_soon = True
                 break
             claimed = True
             self._active_until = time.monotonic() + ACTIVE_SECONDS

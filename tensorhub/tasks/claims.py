@@ -42,10 +42,11 @@ CLAIM_ORDER = [(f"{HUB}.priority", DESCENDING), ("_id", ASCENDING)]  # higher pr
 CANDIDATES_PER_CLAIM = 8
 # A runner in a fleet reads more, and tries them in random order: many runners claiming at once then
 # mostly pick different tasks. The window grows with the fleet (CANDIDATES_PER_RUNNER for each live
-# runner, up to CANDIDATES_SPREAD_MAX): 20 runners over 32 candidates lost most kept candidates
-# to one another, over 160 few.
+# runner) and with each race lost (CANDIDATES_PER_LOSS), up to CANDIDATES_SPREAD_MAX: 20 runners
+# over 32 candidates lost about twice as many tickets as over 160 (bench/claim_window.py).
 CANDIDATES_SPREAD = 32
 CANDIDATES_PER_RUNNER = 8
+CANDIDATES_PER_LOSS = 16
 CANDIDATES_SPREAD_MAX = 256
 # How long a runner keeps the candidates of one read for its next claims: long enough to serve a
 # backlog of short tasks, short enough that a newly queued task of higher priority waits little.
@@ -162,9 +163,10 @@ class ClaimBook:
         self.spread_width = CANDIDATES_SPREAD  # candidates a spread read asks for: see expect_fleet
 
     def expect_fleet(self, runners: int | None) -> None:
-        """Size the spread window for ``runners`` live runners claiming from the same queue."""
+        """Widen the spread window to fit ``runners`` live runners claiming from the same queue
+        (it never narrows: each race lost widens it too)."""
         width = max(CANDIDATES_SPREAD, min(CANDIDATES_SPREAD_MAX, CANDIDATES_PER_RUNNER * (runners or 0)))
-        if runners and width != self.spread_width:
+        if runners and width > self.spread_width:
             self.spread_width = width
             self._kept.clear()  # read for the old width
 
@@ -285,6 +287,8 @@ class ClaimBook:
         ``patient`` caller (a runner in a fleet, where lost races are common and cost a command
         each) looks into that only when it loses the same round a second time, since a live
         claimer's round is gone from the candidates by then."""
+        if patient:  # a fleet's race: a wider window next time makes the next one less likely
+            self.spread_width = min(CANDIDATES_SPREAD_MAX, self.spread_width + CANDIDATES_PER_LOSS)
         if patient and t.ticket not in self._lost_before:
             if len(self._lost_before) >= LOST_ROUNDS_KEPT:
                 self._lost_before.clear()
