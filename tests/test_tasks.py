@@ -446,3 +446,15 @@ def test_runners_of_a_big_fleet_spread_their_claims_over_a_wider_window(hub):
     assert max(positions(None)) < 32                    # fleet size unknown: the top 32, shuffled
     wide = positions(20)
     assert max(wide) >= 32 and max(wide) < 32 + 160     # the next 160 pending ones, shuffled
+
+
+def test_runners_registering_raise_the_fleet_size_and_the_reaper_sets_it(hub):
+    """Idle runners pace their polls by the fleet's size: a reaper that counted while the fleet was
+    starting must not leave it small until its next turn, so each registration raises it."""
+    assert hub.queue.reap_turn(60, "first-runner")
+    hub.queue.note_fleet_size(1)                       # the first reaper counted itself only
+    hub.queue.note_fleet_size(5, at_least=True)
+    hub.queue.note_fleet_size(3, at_least=True)        # registered earlier, counted fewer
+    assert hub.queue.poll().fleet_size == 5
+    hub.queue.note_fleet_size(2)                       # the next reaper's count: three runners left
+    assert hub.queue.poll().fleet_size == 2

@@ -184,10 +184,13 @@ class Runner:
             self.fleet.register(self.identity, slots=[s.gpu for s in self.slots], version=__version__,
                                 lease_seconds=self.config.lease_seconds, task_filter=filter_)
             self._registered = True
-            # How many claim beside us, for the claim window (one count, once). Not for pacing polls:
-            # runners starting together undercount, and would poll as fast as a small fleet.
-            self.queue.expect_fleet(self.fleet.live_count(within=dt.timedelta(seconds=self.config.lease_seconds)))
-            self._owe(1)
+            # How many claim beside us (one count, once), for the claim window and, raised on the
+            # reaper's note, for the fleet's poll pacing: a reaper that counted while the fleet was
+            # still starting would otherwise have idle runners poll as fast as a small fleet.
+            live = self.fleet.live_count(within=dt.timedelta(seconds=self.config.lease_seconds))
+            self.queue.expect_fleet(live)
+            self.queue.note_fleet_size(live, at_least=True)
+            self._owe(2)
         else:
             self.fleet.heartbeat(self.identity["id"], self._slot_entries(), self.completed, self.failed)
         self._next_registry_beat = now + min(REGISTRY_BEAT, self.config.lease_seconds / 3)

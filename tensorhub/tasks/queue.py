@@ -404,9 +404,11 @@ class TaskQueue:
             return False
         return turn.matched_count == 1 or turn.upserted_id is not None
 
-    def note_fleet_size(self, runners: int) -> None:
-        """Record how many runners are alive (the reaper counts them), for idle runners' pacing."""
-        self._signals.update_one({"_id": self._reaper_id()}, {"$set": {"fleet_size": runners}})
+    def note_fleet_size(self, runners: int, at_least: bool = False) -> None:
+        """Record how many runners are alive (the reaper counts them), for idle runners' pacing;
+        ``at_least``: a runner that just registered counted this many, so the fleet is no smaller
+        (until the next reaper's count, which may be lower if runners left)."""
+        self._signals.update_one({"_id": self._reaper_id()}, {"$max" if at_least else "$set": {"fleet_size": runners}})
 
     def expect_fleet(self, runners: int | None) -> None:
         """Tell this runner's claims how many runners claim from the queue (None: unknown): spread
