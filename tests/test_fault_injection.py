@@ -545,9 +545,10 @@ def test_a_server_slow_for_a_few_seconds_never_loses_or_charges_a_claim(
     started = threading.Event()
 
     def start_spell_after_a_claim_ticket(cmd: Command) -> bool:
-        documents = cmd.document.get("documents") or [{}]
-        ticket = documents[0].get("_id")
-        if armed.is_set() and ticket_insert(cmd) and isinstance(ticket, str) and not ticket.endswith("/end"):
+        # A claim ticket alone, or beside the end ticket of the attempt before (a runner with a backlog).
+        tickets = [d.get("_id") for d in cmd.document.get("documents") or []]
+        if armed.is_set() and ticket_insert(cmd) and any(isinstance(t, str) and not t.endswith("/end")
+                                                         for t in tickets):
             armed.clear()
             proxy.delay_all(LATE)  # from the next reply on: this ticket's own answer is on time
             started.set()
