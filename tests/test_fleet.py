@@ -184,3 +184,38 @@ def test_after_a_task_an_idle_runner_polls_faster_for_a_while_then_slows_down(se
         hub.close()
     assert active >= daemon.FLEET_POLLS_PER_SECOND / 4      # tens per second (a loaded machine is slower)
     assert idle <= 3                                         # one per poll interval
+
+
+def test_a_busy_runner_in_a_big_fleet_seldom_tries_the_reaping_turn(server_uri):
+    """A busy runner cannot tell from polls when the fleet's reaping turn is due, so in a fleet of
+    N it tries with probability BUSY_REAP_TRIES / N per interval: a fleet of 100 busy runners sends
+    a few tries per interval, not 100. Alone, it tries every interval (a quarter of its lease)."""
+    from tensorhub import TensorHub
+    from tensorhub.runner.daemon import Runner, RunnerConfig
+
+    def reap_tries_while_busy(fleet_size: int | None) -> int:
+        commands = Commands()
+        hub = TensorHub(server_uri, project_name=f"busy{fleet_size}", event_listeners=[commands])
+        if fleet_size:  # as a reaper would have noted it (the runner reads it in its polls)
+            hub.queue.reap_turn(60, "another-runner")
+            hub.queue.note_fleet_size(fleet_size)
+        runner = Runner(hub, RunnerConfig(lease_seconds=4, poll_interval=0.2))
+        thread = threading.Thread(target=runner.run, daemon=True)
+        thread.start()
+        try:
+            time.sleep(1.0)     # idle polls: the fleet's size is read
+            task_id = hub.create_task("long", source="import time\ntime.sleep(8)")
+            wait_until(lambda: hub.get_task(task_id).status == "running", 30, "the task to start")
+            time.sleep(0.5)
+            with commands.lock:
+                commands.seen.clear()
+            time.sleep(5.0)     # busy: about four reaping intervals of 1 s (+ jitter)
+            with commands.lock:
+                return commands.seen.get(("update", "task_signals"), 0)
+        finally:
+            runner.stop(now=True)
+            thread.join(timeout=30)
+            hub.close()
+
+    assert reap_tries_while_busy(None) >= 2       # alone: a try every interval
+    assert reap_tries_while_busy(100) <= 1        # one of a hundred: about 3 in 100 per interval

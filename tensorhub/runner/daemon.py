@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tensorhub.runner")
 SUPERVISE_SLICE = 0.05  # seconds between looks at running children (local syscalls only)
+# Reaping tries per interval that a fleet of busy runners sends in all (see _reap_if_due).
+BUSY_REAP_TRIES = 3.0
 REGISTRY_BEAT = 10.0   # renew the runner's registration at least this often (and every third of a lease)
 SAFETY_NET_LOOK = 30.0  # look for work this often even if the queue signal never changed
 # After the queue moved (a task queued, one claimed), idle runners poll faster for a while, paced so
@@ -109,6 +111,7 @@ class Runner:
         self._look_token: Any = None             # the token this turn's look answers, if a poll caused it
         self._active_until = 0.0                 # poll faster until then: the queue moved lately
         self._fleet_size: int | None = None      # live runners, as the reaper last counted them
+        self._fleet_counted = 1                  # live runners, as we counted them when registering
         self._reap_due: bool | None = None       # what our last poll said of the fleet's reaping turn
         self._owed_polls = 0                     # idle polls to skip: commands the loop sent besides them
         self._skipped_poll = False
@@ -188,6 +191,7 @@ class Runner:
             # reaper's note, for the fleet's poll pacing: a reaper that counted while the fleet was
             # still starting would otherwise have idle runners poll as fast as a small fleet.
             live = self.fleet.live_count(within=dt.timedelta(seconds=self.config.lease_seconds))
+            self._fleet_counted = live
             self.queue.expect_fleet(live)
             self.queue.note_fleet_size(live, at_least=True)
             self._owe(2)
@@ -435,7 +439,10 @@ class Runner:
     def _reap_if_due(self) -> None:
         """Take the fleet's reaping turn when ours comes: one runner reaps per interval (a quarter
         of the lease). An idle runner's polls already tell whether the interval is over, so only
-        those that find it over try; timers are spread so that idle fleets rarely try together."""
+        those that find it over try; timers are spread so that idle fleets rarely try together.
+        A busy runner does not poll, so it cannot tell: in a fleet of N it tries with probability
+        BUSY_REAP_TRIES / N, so that a busy fleet sends a few tries per interval, not N (with every
+        runner busy, an interval passes without a try about one time in ten; the next one reaps)."""
         now = time.monotonic()
         if now < self._next_reap:
             return
@@ -443,6 +450,8 @@ class Runner:
         self._next_reap = now + interval * random.uniform(1.0, 1.5)
         due, self._reap_due = self._reap_due, None
         if due is False:
+            return
+        if due is None and random.random() * max(self._fleet_size or 1, self._fleet_counted) > BUSY_REAP_TRIES:
             return
         self._owe(1)
         if not self.queue.reap_turn(interval, self.identity["id"]):
