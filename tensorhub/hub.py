@@ -33,7 +33,7 @@ from tensorhub.runs.store import RunStore
 from tensorhub.tables import TableStore
 from tensorhub.tasks import local, search
 from tensorhub.tasks.claims import runner_identity
-from tensorhub.tasks.create import TaskSpec
+from tensorhub.tasks.create import TaskSpec, checked_hyper_parameters
 from tensorhub.tasks.model import Task
 from tensorhub.tasks.queue import TaskQueue
 
@@ -444,7 +444,7 @@ class TensorHub:
         """
         spec, fields = TaskSpec.split(task_name, script, kwargs)
         count = _repeats(repeat)
-        base = _mapping(hyper_parameters)
+        base = checked_hyper_parameters(hyper_parameters)
         variants = [({**base, **combo}, {**fields, "repeat": r} if count > 1 else fields)
                     for combo in search.grid(grid or {}) for r in range(count)]
         return self.queue.create_many(spec, variants)
@@ -456,7 +456,7 @@ class TensorHub:
         """Tasks for ``n`` distinct random combinations of ``grid`` (or a ``fraction`` of it), queued
         in one insert like :meth:`create_grid_tasks`."""
         spec, fields = TaskSpec.split(task_name, script, kwargs)
-        base = _mapping(hyper_parameters)
+        base = checked_hyper_parameters(hyper_parameters)
         return self.queue.create_many(spec, [({**base, **combo}, fields)
                                              for combo in search.sample(grid or {}, n, fraction, seed)])
 
@@ -620,9 +620,3 @@ def _repeats(value: Any) -> int:
     return value
 
 
-def _mapping(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise InvalidArgument(f"hyper_parameters must be a dict of name -> value, got {type(value).__name__}")
-    return dict(value)

@@ -246,9 +246,12 @@ def test_supervisor_cleans_up_when_its_runner_is_killed(tmp_path, watched):
     wait_until(lambda: all_gone(watched), 5, "the supervisor and everything below it to go")
 
 
-def test_the_supervisor_imports_nothing_heavy():
-    code = ("import sys, tensorhub.runner.child\n"
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'pandas', 'pymongo', 'tensorflow'}))")
+@pytest.mark.parametrize(("modules", "heavy"), [
+    ("tensorhub.runner.child", "'numpy', 'pandas', 'pymongo', 'tensorflow'"),
+    ("tensorhub.runner.forkserver, tensorhub.runs.current, tensorhub.tasks.execute", "'numpy', 'pandas', 'pymongo', 'dill'"),
+], ids=["supervisor", "fork server"])
+def test_what_starts_a_task_imports_nothing_heavy(modules: str, heavy: str):
+    code = f"import sys, {modules}\nprint(sorted({{m.split('.')[0] for m in sys.modules}} & {{{heavy}}}))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
     assert done.stdout.strip() == "[]", done.stderr
@@ -333,14 +336,6 @@ def test_a_fork_server_that_cannot_start_means_fresh_interpreters_for_a_while():
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["None", "True", "None"]
     assert "fork server unusable" in done.stderr
-
-
-def test_the_fork_server_imports_nothing_heavy():
-    code = ("import sys, tensorhub.runner.forkserver, tensorhub.runs.current, tensorhub.tasks.execute\n"
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'pandas', 'pymongo', 'dill'}))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
-    assert done.stdout.strip() == "[]", done.stderr
 
 
 # -- real runners on a real server --------------------------------------------------------------
