@@ -98,8 +98,7 @@ class TensorHub:
             self.db["checkpoints"], self._blobs, project, "run_name", self._referenced, dedupe=True,
             indexes=[[(PROJECT_FIELD, ASCENDING), (f"{HUB}.task_id", ASCENDING), *by_epoch],
                      [(PROJECT_FIELD, ASCENDING), (f"{HUB}.run_id", ASCENDING), *by_epoch]])
-        self.queue = TaskQueue(self.db, self._blobs, project, self._runs.open_attempt, self._runs.close_attempt,
-                               self._runs.started_attempts)
+        self.queue = TaskQueue(self.db, self._blobs, project, self._runs)
         """The task queue, for runners and tools: ``claim_next``, ``begin``, ``heartbeat``, ``finish``."""
         self.fleet = RunnerRegistry(self.db, project)
         """The runner registry, for runners and tools: ``register``, ``heartbeat``, ``exited``, ``list``."""

@@ -126,9 +126,10 @@ def test_an_idle_runner_reads_one_document_by_id_per_poll(server_uri):
 SETUP = {"createIndexes", "listIndexes", "create", "listCollections", "buildInfo", "ping", "endSessions"}
 
 
-def test_a_runner_on_a_backlog_sends_at_most_six_commands_per_finished_task(server_uri):
+def test_a_runner_on_a_backlog_sends_at_most_four_commands_per_finished_task(server_uri):
     """Server-independent cost, counted with pymongo's command monitoring: a runner that ends one
-    no-op task and claims the next in shared round trips, reading candidates once per several claims."""
+    no-op task and claims the next in shared round trips, reading candidates once per several claims
+    (the issue's bar is six, for fleets of up to 50: bench/fleet.py)."""
     from tensorhub import TensorHub
     from tensorhub.runner.daemon import Runner, RunnerConfig
 
@@ -148,7 +149,35 @@ def test_a_runner_on_a_backlog_sends_at_most_six_commands_per_finished_task(serv
     assert all(t.attempts == 1 and t.result == {"x": 1} for t in distributor.find_tasks("backlog"))
     assert all(r.status == "finished" for r in distributor.list_runs("backlog"))
     per_task = sum(seen.values()) / 24
-    assert per_task <= 6, f"{per_task:.2f} commands per task: {sorted(seen.items())}"
+    assert per_task <= 4, f"{per_task:.2f} commands per task: {sorted(seen.items())}"
+    # After the first, each task's claim rides on the previous one's end: one ticket insert, one
+    # update of the runs (close one, open the next) and one of the tasks (end one, start the next).
+    assert seen[("insert", "runs")] == 1 and seen[("update", "runs")] == 24, sorted(seen.items())
+
+
+def test_a_runner_reuses_its_candidates_alone_and_reads_afresh_in_a_big_fleet(server_uri):
+    """Kept candidates go stale as fast as the fleet claims: alone, one read serves many claims; in a
+    fleet of 20 over a backlog of 40, by its next claim the others took about half of what a runner
+    read, so it reads afresh rather than lose tickets on them."""
+    from tensorhub import TensorHub
+    from tensorhub.tasks.claims import runner_identity
+
+    def finds_for_three_claims(fleet: int) -> int:
+        commands = Commands()
+        hub = TensorHub(server_uri, project_name=f"kept{fleet}", event_listeners=[commands])
+        hub.create_grid_tasks("k", source="x = 1", grid={"i": list(range(40))})
+        hub.queue.expect_fleet(fleet)
+        with commands.lock:
+            commands.seen.clear()
+        claims = [hub.queue.claim_next(runner_identity(), 30, spread=True) for _ in range(3)]
+        with commands.lock:
+            finds = commands.seen[("find", "tasks")]
+        hub.close()
+        assert all(claims) and len({c.task_id for c in claims}) == 3
+        return finds
+
+    assert finds_for_three_claims(1) == 1
+    assert finds_for_three_claims(20) == 3
 
 
 def test_after_a_task_an_idle_runner_polls_faster_for_a_while_then_slows_down(server_uri):

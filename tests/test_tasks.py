@@ -350,6 +350,42 @@ def test_finish_then_claim_writes_the_outcome_and_claims_the_next_task(hub):
                                        ClaimRequest(RUNNER, 30)) == (True, None)
 
 
+def test_finish_then_claim_opens_the_next_attempts_run_with_the_claim(hub):
+    """The run of the next attempt is opened in the same command that closes this one's, before
+    either task moves: whoever sees a task running (or ended) sees its run so; starting it then
+    sends nothing more."""
+    from tensorhub.tasks.queue import ClaimRequest
+    for i in range(2):
+        hub.create_task("t", source="x = 1", hyper_parameters={"i": i})
+    claim = hub.queue.claim_next(RUNNER, 30, spread=True)
+    assert hub.queue.begin(claim)
+    written, nxt = hub.queue.finish_then_claim(claim, Outcome("finished", result={"x": 1}), None,
+                                               ClaimRequest(RUNNER, 30))
+    assert written and nxt is not None and nxt.run_id is not None
+    run = hub.get_run(nxt.run_id)
+    assert run.status == "running" and run.task_id == nxt.task_id and run.attempt == 1
+    assert run.parent_run_id is None and run.hyper_parameters == nxt.task["hyper_parameters"]
+    assert hub.get_run(claim.run_id).status == "finished"
+    assert hub.queue.begin(nxt) and nxt.run_id == run.id                    # no second run
+    assert [doc["_id"] for doc in hub.db["runs"].find({"task_id": nxt.task_id})] == [run.id]
+
+
+def test_a_candidate_deleted_before_its_claim_lands_leaves_no_run_behind(hub):
+    from tensorhub.tasks.queue import ClaimRequest
+    for i in range(2):
+        hub.create_task("t", source="x = 1", hyper_parameters={"i": i})
+    claim = hub.queue.claim_next(RUNNER, 30, spread=True)  # keeps the other as a candidate
+    assert hub.queue.begin(claim)
+    gone = hub.find_tasks("t", status="pending")[0].id
+    hub.db["tasks"].delete_one({"_id": gone})                 # deleted after the candidates were read
+    written, nxt = hub.queue.finish_then_claim(claim, Outcome("finished", result={"x": 1}), None,
+                                               ClaimRequest(RUNNER, 30))
+    assert written and nxt is None
+    assert hub.get_task(claim.task_id).status == "finished" and hub.get_run(claim.run_id).status == "finished"
+    assert hub.db["runs"].count_documents({"task_id": gone}) == 0
+    assert hub.db["task_claims"].count_documents({"task_id": gone}) == 0
+
+
 def test_finish_then_claim_with_a_candidate_taken_meanwhile_claims_another(hub):
     from tensorhub.tasks.queue import ClaimRequest
     for i in range(3):

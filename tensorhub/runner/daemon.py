@@ -37,7 +37,9 @@ log = logging.getLogger("tensorhub.runner")
 SUPERVISE_SLICE = 0.05  # seconds between looks at running children (local syscalls only)
 # Reaping tries per interval that a fleet of busy runners sends in all (see _reap_if_due).
 BUSY_REAP_TRIES = 3.0
-REGISTRY_BEAT = 10.0   # renew the runner's registration at least this often (and every third of a lease)
+# Renew the runner's registration every third of its lease, as its tasks' leases are: the fleet view
+# shows it lost once a whole lease passed without one (what its slots run is as fresh as that).
+REGISTRY_BEATS_PER_LEASE = 3
 SAFETY_NET_LOOK = 30.0  # look for work this often even if the queue signal never changed
 # After the queue moved (a task queued, one claimed), idle runners poll faster for a while, paced so
 # that the fleet as a whole reads the signal about FLEET_POLLS_PER_SECOND times a second: a sweep's
@@ -197,7 +199,7 @@ class Runner:
             self._owe(2)
         else:
             self.fleet.heartbeat(self.identity["id"], self._slot_entries(), self.completed, self.failed)
-        self._next_registry_beat = now + min(REGISTRY_BEAT, self.config.lease_seconds / 3)
+        self._next_registry_beat = now + self.config.lease_seconds / REGISTRY_BEATS_PER_LEASE
         self._owe(1)
 
     def _slot_entries(self) -> list[dict[str, Any]]:

@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
@@ -68,8 +69,9 @@ class RunStore:
     def create(self, run_name: str, hyper_parameters: Mapping[str, Any] | None = None, *, kind: str = "script",
                parent_run_id: ObjectId | None = None, task: Mapping[str, Any] | None = None,
                seq: int | None = None, runner: Mapping[str, Any] | None = None,
-               fields: Mapping[str, Any] | None = None, run_id: ObjectId | None = None) -> dict[str, Any]:
-        """Insert a new running run; returns its document."""
+               fields: Mapping[str, Any] | None = None, run_id: ObjectId | None = None,
+               insert: bool = True) -> dict[str, Any]:
+        """Insert a new running run; returns its document (only built, not inserted, without ``insert``)."""
         if not isinstance(run_name, str) or not run_name:
             raise InvalidArgument(f"a run needs a name, got {run_name!r}")
         if hyper_parameters is not None and not isinstance(hyper_parameters, Mapping):
@@ -85,20 +87,46 @@ class RunStore:
             "datasets": [], "models": [], "log_status": {},
             **clean_fields(fields or {}, RESERVED, RESERVED),
             HUB: self.project.stamp(created_at=now, kind=kind, seq=seq)}
-        self._runs.insert_one(doc)
+        if insert:
+            self._runs.insert_one(doc)
         return doc
 
     def open_attempt(self, task: Mapping[str, Any], seq: int, runner: Mapping[str, Any]) -> ObjectId:
         """Insert the run of a task attempt that is about to start (one write: the claim chose its
         id and stamped the previous attempt's run on the task as its parent). Safe to retry."""
-        hub = task[HUB]
+        doc = self._attempt_document(task, seq, runner)
         try:
-            doc = self.create(str(task.get("task_name")), task.get("hyper_parameters"), kind="task",
-                              parent_run_id=hub.get("parent_run_id"), task=task, seq=seq, runner=runner,
-                              run_id=hub.get("run_id"))
+            self._runs.insert_one(doc)
         except DuplicateKeyError:  # a retry whose first insert landed (its reply was lost): it is open
-            return hub["run_id"]
+            pass
         return doc["_id"]
+
+    def close_and_open(self, closing: tuple[ObjectId, int, str, Mapping[str, Any] | None] | None,
+                       task: Mapping[str, Any], seq: int, runner: Mapping[str, Any]) -> ObjectId:
+        """Close one attempt's run (``closing``: task id, round, outcome, error) and open the run
+        of the next, as :meth:`close_attempt` then :meth:`open_attempt` would, in one command (a
+        runner that ends one task and starts the next). Safe to retry: the close is conditional,
+        the open an upsert that leaves an existing run alone."""
+        doc = self._attempt_document(task, seq, runner)
+        writes = [] if closing is None else [(*_close_update(*closing), False)]
+        writes.append(({"_id": doc["_id"]}, {"$setOnInsert": {k: v for k, v in doc.items() if k != "_id"}}, True))
+        if isinstance(self._runs, Collection):
+            self._runs.bulk_write([UpdateOne(f, u, upsert=up) for f, u, up in writes], ordered=True)
+        else:  # mongomock's bulk_write lags pymongo's: the same writes, one by one
+            for f, u, up in writes:
+                self._runs.update_one(f, u, upsert=up)
+        return doc["_id"]
+
+    def discard_attempt(self, task_id: ObjectId, seq: int) -> None:
+        """Delete the run opened for an attempt whose claim fell through before its code started
+        (the task was deleted or cancelled in between): it never ran."""
+        self._runs.delete_one({"task_id": task_id, f"{HUB}.seq": seq, "status": RUNNING})
+
+    def _attempt_document(self, task: Mapping[str, Any], seq: int, runner: Mapping[str, Any]) -> dict[str, Any]:
+        hub = task[HUB]
+        return self.create(str(task.get("task_name")), task.get("hyper_parameters"), kind="task",
+                           parent_run_id=hub.get("parent_run_id"), task=task, seq=seq, runner=runner,
+                           run_id=hub.get("run_id"), insert=False)
 
     def started_attempts(self, attempts: list[tuple[ObjectId, int]]) -> set[tuple[ObjectId, int]]:
         """Which (task id, round) attempts have a run, i.e. were started (one query)."""
@@ -107,13 +135,9 @@ class RunStore:
         return {(doc["task_id"], doc[HUB].get("seq")) for doc in found} & wanted
 
     def close_attempt(self, task_id: ObjectId, seq: int, outcome: str, error: Mapping[str, Any] | None) -> None:
-        """Close the run of an ended task attempt with the attempt's outcome."""
-        status = {"finished": FINISHED, "handed_back": HANDED_BACK, "cancelled": CANCELLED}.get(outcome, FAILED)
-        if error and error.get("type") in LOST_REASONS:
-            status = LOST
-        now = utcnow()  # one conditional update; a run already closed (or never opened) matches nothing
-        self._runs.update_one({"task_id": task_id, f"{HUB}.seq": seq, "status": RUNNING},
-                              {"$set": {"status": status, "ended_at": now, "error": dict(error) if error else None}})
+        """Close the run of an ended task attempt with the attempt's outcome (one conditional
+        update; a run already closed, or never opened, matches nothing)."""
+        self._runs.update_one(*_close_update(task_id, seq, outcome, error))
 
     def close(self, run_id: ObjectId, status: str, error: Mapping[str, Any] | None = None) -> bool:
         """End a running run (a no-op for one already closed)."""
@@ -173,6 +197,16 @@ class RunStore:
             seen.add(parent)
             parent = found.get("parent_run_id")
         return chain
+
+
+def _close_update(task_id: ObjectId, seq: int, outcome: str,
+                  error: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The filter and update that close an attempt's run with the attempt's outcome."""
+    status = {"finished": FINISHED, "handed_back": HANDED_BACK, "cancelled": CANCELLED}.get(outcome, FAILED)
+    if error and error.get("type") in LOST_REASONS:
+        status = LOST
+    return ({"task_id": task_id, f"{HUB}.seq": seq, "status": RUNNING},
+            {"$set": {"status": status, "ended_at": utcnow(), "error": dict(error) if error else None}})
 
 
 def _oid(value: ObjectId | str) -> ObjectId:

@@ -35,6 +35,7 @@ from tensorhub.errors import TaskError
 from tensorhub.fields import HUB, as_utc, utcnow
 from tensorhub.project import PROJECT_FIELD, Project
 from tensorhub.tasks import states
+from tensorhub.tasks.attempt_runs import AttemptRuns
 from tensorhub.tasks.model import Task
 from tensorhub.tasks.states import FAILED, PENDING, RUNNING
 
@@ -49,13 +50,21 @@ CANDIDATES_PER_RUNNER = 8
 CANDIDATES_PER_LOSS = 16
 CANDIDATES_SPREAD_MAX = 256
 # How long a runner keeps the candidates of one read for its next claims: long enough to serve a
-# backlog of short tasks, short enough that a newly queued task of higher priority waits little.
+# backlog of short tasks, short enough that a newly queued task of higher priority waits little. In
+# a fleet, KEPT_SECONDS_PER_RUNNER for each live runner: a busy fleet still reads afresh about twice
+# a second in all, while each of its runners reads less often than once per task.
 CANDIDATES_KEPT_SECONDS = 2.0
+KEPT_SECONDS_PER_RUNNER = 0.5
+# ... and for so many claims only that at most KEPT_STALE of what it read was taken by others by
+# then: between two claims of a busy runner, each runner of the fleet takes about one task, mostly
+# from the same window. A stale candidate costs a lost ticket and a fresh read; a fleet of 50 on a
+# backlog of 200 lost 1.5 tickets per task trying kept lists with the time limit alone.
+KEPT_STALE = 0.25
 LOST_ROUNDS_KEPT = 10_000
 # A runner in a fleet that loses a kept candidate, or LOSSES_PER_READ of a fresh read, reads again
 # (others are claiming from the same window), at most READS_PER_CLAIM times per claim.
-LOSSES_PER_READ = 3
-READS_PER_CLAIM = 3
+LOSSES_PER_READ = 1
+READS_PER_CLAIM = 1
 FAILURES_KEPT = 10
 # Hand-backs are not the task's fault and cost no attempt, up to this many: a task that keeps
 # making its runner stop (a SIGTERM to its parent, say) must not be retried forever for free.
@@ -65,10 +74,6 @@ FREE_HAND_BACKS = 5
 STALE_TICKET = dt.timedelta(seconds=30)
 T = TypeVar("T")
 log = logging.getLogger("tensorhub.tasks")
-# Told when an attempt ends: (task id, round, "finished"|"failed"|"handed_back"|"cancelled", error).
-OnEnd = Callable[[ObjectId, int, str, "dict[str, Any] | None"], None]
-# Which of these (task id, round) attempts have started (their run exists), for the reaper.
-Started = Callable[[list[tuple[ObjectId, int]]], set[tuple[ObjectId, int]]]
 
 
 @dataclass
@@ -148,33 +153,35 @@ def retrying(call: Callable[[], T], deadline: float) -> T:
 class ClaimBook:
     """Claims, leases and attempt endings for the tasks of one project."""
 
-    def __init__(self, tasks: Collection, claims: Collection, project: Project, on_end: OnEnd | None = None,
-                 on_pending: Callable[[], None] | None = None, started: Started | None = None) -> None:
+    def __init__(self, tasks: Collection, claims: Collection, project: Project, runs: AttemptRuns | None = None,
+                 on_pending: Callable[[], None] | None = None) -> None:
         self._tasks = tasks
         self._claims = claims
         self.project = project
-        self._on_end = on_end
+        self._runs = runs              # a run per attempt: closed here when attempts end
         self._on_pending = on_pending  # a task went back to pending: wake idle runners
-        self._started = started        # attempts whose start was recorded elsewhere (their run)
-        self._kept: dict[str, tuple[float, list[dict[str, Any]]]] = {}  # candidates kept: see claim_next
+        self._kept: dict[str, _Kept] = {}   # candidates kept: see claim_next
         self._lost_before: set[str] = set()  # rounds a patient claimer lost: see _lost_round
         self.contended = False  # the last claim_next lost races: there may be work left for a retry
         self.drained = False    # the last claim_next took the only pending task its fresh read saw
         self.spread_width = CANDIDATES_SPREAD  # candidates a spread read asks for: see expect_fleet
+        self.fleet = 1                         # live runners claiming beside us, as last told
 
     def expect_fleet(self, runners: int | None) -> None:
         """Widen the spread window to fit ``runners`` live runners claiming from the same queue
         (it never narrows: each race lost widens it too)."""
         width = max(CANDIDATES_SPREAD, min(CANDIDATES_SPREAD_MAX, CANDIDATES_PER_RUNNER * (runners or 0)))
+        if runners:
+            self.fleet = runners
         if runners and width > self.spread_width:
             self.spread_width = width
             self._kept.clear()  # read for the old width
 
     def _ended(self, task_id: ObjectId, seq: int, outcome: str, error: dict[str, Any] | None) -> None:
-        if self._on_end is None:
+        if self._runs is None:
             return
         try:
-            self._on_end(task_id, seq, outcome, error)
+            self._runs.close_attempt(task_id, seq, outcome, error)
         except Exception:  # the attempt's end is written; its run's status is a courtesy
             log.warning("could not close the run of task %s round %d", task_id, seq, exc_info=True)
 
@@ -188,12 +195,35 @@ class ClaimBook:
 
         With ``spread`` (a runner in a fleet) the candidates of one read are kept for a moment
         (CANDIDATES_KEPT_SECONDS) and tried in random order by this runner's next claims, so a
-        backlog costs one read per ``spread_width`` claims. A kept candidate another runner
+        backlog costs one read per several claims: up to ``spread_width`` for a runner alone,
+        fewer the more runners claim beside it (KEPT_STALE). A kept candidate another runner
         took meanwhile loses its ticket, and the runner reads afresh (see LOSSES_PER_READ).
         ``contended`` tells afterwards whether races were lost while more tasks may be pending.
         Raises :class:`ClaimInDoubt` when the server stopped answering halfway through a claim.
         """
+        t, _ = self._win_round(query, sort, runner, lease_seconds, spread)
+        if t is None:
+            return None
+        try:
+            doc = retrying(lambda: self._enter_running(t), t.deadline)
+        except ConnectionFailure:
+            raise ClaimInDoubt(t.task_id, t.seq + 1, t.token) from None
+        if doc is None:  # deleted or cancelled since it was read: others may be pending
+            self.contended = True
+            return None
+        return self._confirmed(t, doc)
+
+    def _win_round(self, query: dict[str, Any], sort: list[tuple[str, int]] | None, runner: dict[str, Any],
+                   lease_seconds: float, spread: bool, end: _Ticket | None = None) -> tuple[_Try | None, bool | None]:
+        """Take the claim ticket of a pending task's next round: the try that won it, or None.
+
+        Candidates are tried best first (``spread``: kept from a recent read, in random order);
+        after races lost the candidates are read again, at most READS_PER_CLAIM times. ``end``, a
+        ticket that ends the caller's current attempt, rides on the first ticket insert; the
+        second value says whether it was won (None: no candidate, so it was never sent).
+        """
         self.contended = False
+        ended: bool | None = None
         reads = 0
         while reads < READS_PER_CLAIM:
             candidates, fresh = self._candidates(query, sort, spread)
@@ -203,9 +233,11 @@ class ClaimBook:
             lost = 0
             self.drained = fresh and len(candidates) == 1
             while candidates:
-                claim = self._try_claim(candidates.pop(0), runner, lease_seconds, patient=spread)
-                if claim is not None:
-                    return claim
+                t = _Try(candidates.pop(0), runner, lease_seconds, self.project.name)
+                won, end_won = self._take_ticket(t, end if ended is None else None, patient=spread)
+                ended = ended if end_won is None else end_won
+                if won:
+                    return t, ended
                 lost += 1
                 self.contended = more
                 if spread and (not fresh or lost >= LOSSES_PER_READ):
@@ -213,43 +245,49 @@ class ClaimBook:
                     break
             else:
                 if fresh:
-                    return None  # every candidate of a fresh read was taken (or none was pending)
-        return None
+                    return None, ended  # every candidate of a fresh read was taken (or none was pending)
+        return None, ended
 
     def _candidates(self, query: dict[str, Any], sort: list[tuple[str, int]] | None,
                     spread: bool) -> tuple[list[dict[str, Any]], bool]:
         """Pending tasks to try, best first, and whether they were read just now (else kept from
         an earlier read, ``spread`` only). Claims pop what they try from the kept list."""
         key = _key(query, sort)
-        kept_until, kept = self._kept.get(key, (0.0, []))
-        if spread and kept and time.monotonic() < kept_until:
-            return kept, False
+        kept = self._kept.get(key)
+        if spread and kept is not None and kept.serves():
+            return kept.candidates, False
         filter_ = self.project.scope({**query, "status": PENDING})
         limit = self.spread_width if spread else CANDIDATES_PER_CLAIM
         # batch_size: the whole window in the first reply (the default first batch is 101: a getMore)
         candidates = list(self._tasks.find(filter_, sort=sort or CLAIM_ORDER, limit=limit, batch_size=limit))
         if spread:
             candidates = _spread(candidates)
-            self._kept = {key: (time.monotonic() + CANDIDATES_KEPT_SECONDS, candidates)}
+            kept_for = max(CANDIDATES_KEPT_SECONDS, KEPT_SECONDS_PER_RUNNER * self.fleet)
+            others = self.fleet - 1   # each takes about one task between two of our claims
+            serves = len(candidates) if others < 1 else int(len(candidates) * KEPT_STALE / others)
+            self._kept = {key: _Kept(candidates, time.monotonic() + kept_for, serves)}
         return candidates, True
 
-    def _try_claim(self, candidate: dict[str, Any], runner: dict[str, Any], lease_seconds: float,
-                   patient: bool = False) -> Claim | None:
-        """Take the candidate's next round. The candidate document was read with the find, so a
-        claim whose replies all arrive costs two commands: the ticket and the task update.
-        ``patient``: see :meth:`_lost_round`."""
-        t = _Try(candidate, runner, lease_seconds, self.project.name)
+    def _take_ticket(self, t: _Try, end: _Ticket | None, patient: bool) -> tuple[bool, bool | None]:
+        """Take the candidate's next round by its claim ticket (with ``end`` in the same insert):
+        whether we won it, and whether we won ``end`` (None without one). The candidate document
+        was read with the find, so a claim whose replies all arrive costs two commands: this
+        ticket and the task update. ``patient``: see :meth:`_lost_round`."""
         tries = iter(range(1_000_000))
+        end_won: bool | None = None
         try:
-            won = retrying(lambda: states.take_ticket(self._claims, t.ticket, t.token, retry=next(tries) > 0,
-                                                      **t.ticket_fields), t.deadline)
-            if not won:
-                self._lost_round(t, patient)
-                return None  # someone else claimed (or cancelled) this round first
-            doc = retrying(lambda: self._enter_running(t), t.deadline)
-            return None if doc is None else self._confirmed(t, doc)
+            if end is None:
+                won = retrying(lambda: states.take_ticket(self._claims, t.ticket, t.token, retry=next(tries) > 0,
+                                                          **t.ticket_fields), t.deadline)
+            else:
+                end_won, won = retrying(lambda: states.take_tickets(
+                    self._claims, [end, (t.ticket, t.token, t.ticket_fields)], retry=(True, next(tries) > 0)),
+                    t.deadline)
         except ConnectionFailure:
             raise ClaimInDoubt(t.task_id, t.seq + 1, t.token) from None
+        if not won:
+            self._lost_round(t, patient)  # someone else claimed (or cancelled) this round first
+        return won, end_won
 
     def _enter_running(self, t: _Try) -> dict[str, Any] | None:
         """Move the task into ``running`` under our token, or adopt that an earlier try did."""
@@ -271,9 +309,10 @@ class ClaimBook:
                            by="claim-abandoned")
         return None
 
-    def _confirmed(self, t: _Try, doc: dict[str, Any]) -> Claim | None:
-        """The claim, unless its round was skipped as stale while we were slow."""
-        claim = Claim(doc, t.seq + 1, t.token, t.runner, t.lease_seconds)
+    def _confirmed(self, t: _Try, doc: dict[str, Any], run_opened: bool = False) -> Claim | None:
+        """The claim, unless its round was skipped as stale while we were slow (``run_opened``:
+        the claim opened the attempt's run, so starting it needs no write)."""
+        claim = Claim(doc, t.seq + 1, t.token, t.runner, t.lease_seconds, doc[HUB]["run_id"] if run_opened else None)
         # A round is only ever skipped as stale STALE_TICKET after its ticket was taken: a
         # claim that got here well before that cannot have been skipped.
         slow = time.monotonic() - t.started > STALE_TICKET.total_seconds() / 2
@@ -332,6 +371,8 @@ class ClaimBook:
         if doc.get("status") == PENDING and seq == doubt.seq - 1 and mine is not None:
             states.take_ticket(self._claims, end, doubt.token, task_id=doubt.task_id, by="lost-round")
             self._skip_round(doubt.task_id, seq, "lost round: the runner lost the server's replies")
+            if self._runs is not None:  # a claim that ended another attempt may have opened its run
+                self._runs.discard_attempt(doubt.task_id, doubt.seq)
 
     # -- leases --------------------------------------------------------------------------------
     def renewal_due(self, claim: Claim) -> bool:
@@ -385,7 +426,7 @@ class ClaimBook:
         expired = [(task, leases.get(ticket)) for task, ticket in zip(running, tickets, strict=True)
                    if leases.get(ticket) is None or as_utc(leases[ticket]["expires_at"]) <= now]
         pairs = [(task["_id"], int(task[HUB].get("seq", 0))) for task, _ in expired]
-        started = self._started(pairs) if self._started is not None and pairs else set()
+        started = self._runs.started_attempts(pairs) if self._runs is not None and pairs else set()
         return sum(self._reap(task, lease, now, pair in started) for (task, lease), pair
                    in zip(expired, pairs, strict=True))
 
@@ -445,41 +486,40 @@ class ClaimBook:
         the outcome was written, and the new claim or None. Raises :class:`ClaimInDoubt` for the
         new claim if the server stopped answering (calling again then writes the outcome).
         """
-        candidates, _ = self._candidates(query, sort, spread=True)
-        if not candidates:
-            return self.finish(claim, outcome, extra_blob_ids), None
-        t = _Try(candidates.pop(0), runner, lease_seconds, self.project.name)
-        end = (states.end_ticket(claim.task_id, claim.seq), claim.token, {"task_id": claim.task_id, "by": "runner"})
-        tries = iter(range(1_000_000))
+        end: _Ticket = (states.end_ticket(claim.task_id, claim.seq), claim.token,
+                        {"task_id": claim.task_id, "by": "runner"})
+        t, ended = self._win_round(query, sort, runner, lease_seconds, spread=True, end=end)
+        if t is None:  # nothing to claim, or every race lost: end this attempt on its own
+            if ended is None:
+                return self.finish(claim, outcome, extra_blob_ids), None
+            return ended and self._write_end(claim, outcome, extra_blob_ids), None
         try:
-            ended, won = retrying(lambda: states.take_tickets(
-                self._claims, [end, (t.ticket, t.token, t.ticket_fields)], retry=(True, next(tries) > 0)), t.deadline)
+            written, doc = retrying(lambda: self._end_and_enter(claim, outcome, extra_blob_ids, bool(ended), t),
+                                    t.deadline)
         except ConnectionFailure:
             raise ClaimInDoubt(t.task_id, t.seq + 1, t.token) from None
-        if not won:  # someone else claimed (or cancelled) that round first: end ours, claim another
-            self._lost_round(t, patient=True)
-            written = ended and self._write_end(claim, outcome, extra_blob_ids)
-            return written, self.claim_next(query, runner, lease_seconds, sort, spread=True)
-        try:
-            written, doc = retrying(lambda: self._end_and_enter(claim, outcome, extra_blob_ids, ended, t), t.deadline)
-        except ConnectionFailure:
-            raise ClaimInDoubt(t.task_id, t.seq + 1, t.token) from None
-        return written, None if doc is None else self._confirmed(t, doc)
+        return written, None if doc is None else self._confirmed(t, doc, run_opened=True)
 
     def _end_and_enter(self, claim: Claim, outcome: Outcome, extra_blob_ids: list[ObjectId] | None, ended: bool,
                        t: _Try) -> tuple[bool, dict[str, Any] | None]:
-        """Write the claim's outcome (if we hold its end ticket) and move the next task into
-        ``running``, in one bulk update; look at both tasks only when it reports a short count."""
+        """Close the claim's run and open the next task's (one command), then write the claim's
+        outcome (if we hold its end ticket) and move the next task into ``running`` (one bulk
+        update); look at both tasks only when it reports a short count. Safe to repeat."""
         changes = []
+        closing = None
         if ended:
             end_change, outcome = _end_change(claim.task, claim.seq, outcome, claim.token, extra_blob_ids)
-            self._ended(claim.task_id, claim.seq, outcome.status, outcome.error)  # the run first, as in _end
+            closing = (claim.task_id, claim.seq, outcome.status, outcome.error)
             changes.append(end_change)
         change, claimed = _running_change(t)
+        if self._runs is not None:  # the runs first: who sees a task ended or running sees its run so
+            self._runs.close_and_open(closing, claimed, t.seq + 1, t.runner)
         doc: dict[str, Any] | None = claimed
         if states.apply_transitions(self._tasks, changes + [change]) < len(changes) + 1:
             ended = ended and self._ended_by_us(claim)
             doc = self._adopt_or_abandon(t)
+            if doc is None and self._runs is not None:
+                self._runs.discard_attempt(t.task_id, t.seq + 1)
         if ended:
             self._wake_if_pending(changes[0])
         return ended, doc
@@ -547,6 +587,22 @@ class ClaimBook:
 
 
 @dataclass
+class _Kept:
+    """The candidates of one spread read, kept for the runner's next claims (see _candidates)."""
+
+    candidates: list[dict[str, Any]]
+    until: float   # monotonic seconds
+    claims: int    # how many later claims it may still serve
+
+    def serves(self) -> bool:
+        """Whether it may serve one more claim (counting that claim)."""
+        if not self.candidates or self.claims <= 0 or time.monotonic() >= self.until:
+            return False
+        self.claims -= 1
+        return True
+
+
+@dataclass
 class _Try:
     """One try at claiming a candidate: the round it takes, with its own token and lease."""
 
@@ -557,6 +613,7 @@ class _Try:
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     now: dt.datetime = field(default_factory=utcnow)
     started: float = field(default_factory=time.monotonic)
+    run_id: ObjectId = field(default_factory=ObjectId)  # the attempt's run, if this try wins
 
     @property
     def task_id(self) -> ObjectId:
@@ -589,7 +646,7 @@ def _running_change(t: _Try) -> tuple[states.Change, dict[str, Any]]:
     parent, so opening and closing the run later are one write each, with no lookups.
     """
     fields = {"seq": t.seq + 1, "lease": {"ticket": t.ticket, "token": t.token}, "runner": t.runner,
-              "started_at": t.now, "finished_at": None, "run_id": ObjectId(),
+              "started_at": t.now, "finished_at": None, "run_id": t.run_id,
               "parent_run_id": t.candidate[HUB].get("run_id")}
     change = states.transition_change(t.task_id, PENDING, RUNNING, guard={"seq": t.seq}, set_fields=fields,
                                       inc={"attempts": 1})
@@ -648,6 +705,10 @@ def _spread(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     first = [c for c in candidates if c[HUB].get("priority", 0) == top]
     random.shuffle(first)
     return first + [c for c in candidates if c[HUB].get("priority", 0) != top]
+
+
+# A ticket to take beside a claim ticket: (ticket id, owner token, fields), as states.take_tickets takes.
+_Ticket = tuple[str, str, dict[str, Any]]
 
 
 def _key(query: dict[str, Any], sort: list[tuple[str, int]] | None) -> str:

@@ -33,7 +33,8 @@ from tensorhub.fields import (
 )
 from tensorhub.project import PROJECT_FIELD, Project
 from tensorhub.tasks import states
-from tensorhub.tasks.claims import Claim, ClaimBook, ClaimInDoubt, OnEnd, Outcome, Started, retrying
+from tensorhub.tasks.attempt_runs import AttemptRuns
+from tensorhub.tasks.claims import Claim, ClaimBook, ClaimInDoubt, Outcome, retrying
 from tensorhub.tasks.create import Script, TaskSpec, task_document
 from tensorhub.tasks.model import Task
 from tensorhub.tasks.states import ACTIVE, CANCELLED, DONE, FAILED, FINISHED, PENDING, RUNNING
@@ -46,8 +47,6 @@ NEEDS_PICKLE = f"{HUB}.needs_pickle"
 # The change-stream filter: a task was inserted, or an update set its status to pending.
 PENDING_CHANGES = [{"$match": {"$or": [{"operationType": "insert"},
                                        {"updateDescription.updatedFields.status": PENDING}]}}]
-# Told when an attempt starts: (task document, round, runner) -> the id of the attempt's run.
-OnStart = Callable[[dict[str, Any], int, dict[str, Any]], Any]
 
 
 @dataclass(frozen=True)
@@ -81,16 +80,15 @@ class TaskQueue:
     (1, True, True)
     """
 
-    def __init__(self, db: Database, blobs: BlobStore, project: Project,
-                 on_start: OnStart | None = None, on_end: OnEnd | None = None, started: Started | None = None) -> None:
-        """``on_start``/``on_end`` are told when an attempt starts and ends (the facade opens and
-        closes the attempt's run with them; this package knows nothing of runs)."""
+    def __init__(self, db: Database, blobs: BlobStore, project: Project, runs: AttemptRuns | None = None) -> None:
+        """``runs`` is told when attempts start and end (the facade passes its run store, which
+        keeps a run per attempt; this package knows nothing of runs beyond that)."""
         self._tasks = db["tasks"]
         self._signals = db["task_signals"]
         self._blobs = blobs
         self.project = project
-        self._on_start = on_start
-        self._book = ClaimBook(self._tasks, db["task_claims"], project, on_end, self.wake_runners, started)
+        self._runs = runs
+        self._book = ClaimBook(self._tasks, db["task_claims"], project, runs, self.wake_runners)
 
     def ensure_indexes(self) -> None:
         c, p = self._tasks, PROJECT_FIELD
@@ -357,15 +355,15 @@ class TaskQueue:
 
     def begin(self, claim: Claim) -> bool:
         """Mark the claimed attempt as started, just before its code runs; False if it was lost."""
-        if (self._on_start is None or self._book.renewal_due(claim)) and not self._book.begin(claim):
+        if (self._runs is None or self._book.renewal_due(claim)) and not self._book.begin(claim):
             return False
-        if self._on_start is not None:
+        runs = self._runs
+        if runs is not None and claim.run_id is None:  # else the claim opened it (finish_then_claim)
             # The run's insert is the start mark: the reaper counts an attempt whose run exists. A
             # lost reply must not lose the claim with it (its run may be there): retried, or in doubt.
-            on_start = self._on_start
             deadline = time.monotonic() + claim.lease_seconds / 4
             try:
-                claim.run_id = retrying(lambda: on_start(claim.task, claim.seq, claim.runner), deadline)
+                claim.run_id = retrying(lambda: runs.open_attempt(claim.task, claim.seq, claim.runner), deadline)
             except ConnectionFailure:
                 raise ClaimInDoubt(claim.task_id, claim.seq, claim.token) from None
         return True
