@@ -171,7 +171,7 @@ class Runner:
                     self._supervise_offline(delay)
                     continue
                 busy = any(slot.process for slot in self.slots)
-                self._wakeup.wait(claimed, SUPERVISE_SLICE if busy else self._active_poll())
+                self._wakeup.wait(claimed, SUPERVISE_SLICE if busy else self._active_poll(), jitter=not busy)
         finally:
             self._hand_back_all()
             self._wakeup.stop()
@@ -196,11 +196,11 @@ class Runner:
             self._fleet_counted = live
             self.queue.expect_fleet(live)
             self.queue.note_fleet_size(live, at_least=True)
-            self._owe(2)
+            # Start-up commands are not repaid with skipped polls: the fleet's first task would wait.
         else:
             self.fleet.heartbeat(self.identity["id"], self._slot_entries(), self.completed, self.failed)
+            self._owe(1)
         self._next_registry_beat = now + self.config.lease_seconds / REGISTRY_BEATS_PER_LEASE
-        self._owe(1)
 
     def _slot_entries(self) -> list[dict[str, Any]]:
         return [slot_entry(i, s.gpu, None if s.attempt is None else s.attempt.claim.task, s.since)

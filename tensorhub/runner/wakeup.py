@@ -10,6 +10,7 @@ straight away, since a backlog may hold more.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -41,11 +42,20 @@ class Wakeup:
     def wake(self) -> None:
         self._event.set()
 
-    def wait(self, found_work: bool, cap: float | None = None) -> None:
-        """Sleep until woken, or for the poll interval (MIN_INTERVAL after finding work)."""
+    def wait(self, found_work: bool, cap: float | None = None, jitter: bool = False) -> None:
+        """Sleep until woken, or for the poll interval (MIN_INTERVAL after finding work).
+
+        ``jitter``: an idle runner's wait is drawn between half and one and a half times that, so
+        that a fleet's polls come spread evenly over time, as independent arrivals would, however
+        they started (runners booted together, or freed together by tasks that arrived on a
+        schedule, would otherwise keep polling in step, and a new task could wait most of an
+        interval for the next poll); on average a runner polls exactly as often.
+        """
         interval = MIN_INTERVAL if found_work else (
             max(self._max, STREAMING_INTERVAL) if self.streaming else self._max)
         timeout = interval if cap is None else min(interval, cap)
+        if jitter and not found_work:
+            timeout *= random.uniform(0.5, 1.5)
         if self._event.wait(timeout):
             self._event.clear()
             self.woken = True
