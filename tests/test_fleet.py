@@ -248,3 +248,22 @@ def test_a_busy_runner_in_a_big_fleet_seldom_tries_the_reaping_turn(server_uri):
 
     assert reap_tries_while_busy(None) >= 2       # alone: a try every interval
     assert reap_tries_while_busy(100) <= 1        # one of a hundred: about 3 in 100 per interval
+
+
+def test_idle_polls_are_jittered_around_the_interval_so_a_fleet_polls_out_of_step():
+    """Runners booted together (or freed together by tasks that arrived on a schedule) would poll
+    in step and leave most of each interval without a poll; each idle wait is drawn between half
+    and one and a half intervals instead, the same on average. Finding work is never delayed."""
+    from tensorhub.runner.wakeup import MIN_INTERVAL, Wakeup
+
+    wakeup = Wakeup(lambda **_: None, max_interval=1.0)
+    waits: list[float] = []
+    wakeup._event.wait = lambda timeout: waits.append(timeout) or False  # type: ignore[method-assign]
+    for _ in range(400):
+        wakeup.wait(False, None, jitter=True)
+    assert all(0.5 <= w <= 1.5 for w in waits) and len(set(waits)) > 300
+    assert 0.93 <= sum(waits) / len(waits) <= 1.07
+    waits.clear()
+    wakeup.wait(False, 0.2, jitter=True)       # an active fleet's pace is jittered the same way
+    wakeup.wait(True, None, jitter=True)       # after finding work: look again at once
+    assert 0.1 <= waits[0] <= 0.3 and waits[1] == MIN_INTERVAL
