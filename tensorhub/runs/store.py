@@ -20,11 +20,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, UpdateOne
-from pymongo.collection import Collection
+from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from tensorhub.connection import update_in_one
 from tensorhub.errors import InvalidArgument, NotFound
 from tensorhub.fields import (
     HUB,
@@ -110,11 +110,7 @@ class RunStore:
         doc = self._attempt_document(task, seq, runner)
         writes = [] if closing is None else [(*_close_update(*closing), False)]
         writes.append(({"_id": doc["_id"]}, {"$setOnInsert": {k: v for k, v in doc.items() if k != "_id"}}, True))
-        if isinstance(self._runs, Collection):
-            self._runs.bulk_write([UpdateOne(f, u, upsert=up) for f, u, up in writes], ordered=True)
-        else:  # mongomock's bulk_write lags pymongo's: the same writes, one by one
-            for f, u, up in writes:
-                self._runs.update_one(f, u, upsert=up)
+        update_in_one(self._runs, writes)
         return doc["_id"]
 
     def discard_attempt(self, task_id: ObjectId, seq: int) -> None:

@@ -28,10 +28,10 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from bson import ObjectId
-from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from tensorhub.connection import update_in_one
 from tensorhub.errors import IllegalTransition
 from tensorhub.fields import HUB, utcnow
 
@@ -156,9 +156,7 @@ def apply_transitions(tasks: Collection, changes: list[Change]) -> int:
 
     The server answers with a total only: when it is short, the caller reads the tasks to see which.
     """
-    if len(changes) <= 1 or not isinstance(tasks, Collection):  # mongomock's bulk_write lags pymongo's
-        return sum(tasks.update_one(c.query, c.update).matched_count for c in changes)
-    return tasks.bulk_write([UpdateOne(c.query, c.update) for c in changes], ordered=False).matched_count
+    return update_in_one(tasks, [(c.query, c.update, False) for c in changes], ordered=False)
 
 
 def initial() -> dict[str, Any]:
