@@ -8,20 +8,25 @@ by any runner's housekeeping. Task documents know nothing of this: the fleet vie
     {_id: "gpu-box-1:4242:ab12cd", host: "gpu-box-1", pid: 4242, version: "0.1.0",
      gpus: ["0", "1"], slots: [{slot: 0, gpu: "0", task_id, task_name, since}, ...],
      task_filter: {task_name: "mnist"}, status: "running" | "stopped", started_at, heartbeat_at,
-     stopped_at, lease_seconds: 60, tasks_done: 12, tasks_failed: 1, _hub: {project}}
+     stopped_at, lease_seconds: 60, tasks_done: 12, tasks_failed: 1, rank: 3, _hub: {project}}
+
+``rank`` names the runner's share of the queue: a runner in a fleet tries the pending tasks of its
+share first (see ``tasks/shares.py``), so that runners claiming at once seldom race for one task. A
+runner takes the lowest rank no live runner holds when it registers (``ranks.py``).
 """
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pymongo import ASCENDING
 from pymongo.database import Database
 
 from tensorhub.fields import HUB, as_utc, to_bson_value, utcnow
 from tensorhub.project import PROJECT_FIELD, Project
+from tensorhub.ranks import RankBook
 
 RUNNING, STOPPED, LOST = "running", "stopped", "lost"
 FORGET_AFTER = dt.timedelta(days=7)   # stopped or lost runners stay visible this long
@@ -47,17 +52,27 @@ class RunnerRecord:
     document: dict[str, Any] = field(repr=False, compare=False)
 
 
+class Registration(NamedTuple):
+    """What a runner learns when it registers."""
+
+    rank: int   # its share of the queue: the lowest rank no live runner held
+    live: int   # live runners of the project, itself included
+
+
 class RunnerRegistry:
     """The runners of one project.
 
     >>> registry = RunnerRegistry(hub.db, Project("mnist"))
     >>> registry.register({"id": "box:1:a", "host": "box", "pid": 1}, slots=[None], lease_seconds=60)
+    Registration(rank=0, live=1)
     >>> [(r.id, r.state) for r in registry.list()]
     [('box:1:a', 'running')]
     """
 
     def __init__(self, db: Database, project: Project) -> None:
         self._runners = db["runners"]
+        self._ranks = RankBook(db, project)
+        self._held: dict[str, int] = {}   # the ranks of the runners registered through this object
         self.project = project
 
     def ensure_indexes(self) -> None:
@@ -65,15 +80,26 @@ class RunnerRegistry:
         self._runners.create_index([(PROJECT_FIELD, ASCENDING), ("heartbeat_at", ASCENDING)])
 
     def register(self, identity: Mapping[str, Any], *, slots: Sequence[str | None], lease_seconds: float,
-                 version: str = "", task_filter: Mapping[str, Any] | None = None) -> None:
+                 version: str = "", task_filter: Mapping[str, Any] | None = None) -> Registration:
+        """Add the runner to the registry, with the lowest rank that no live runner holds (alive
+        within ``lease_seconds``). Three commands: one indexed read of the live runners, the rank's
+        ticket, the registration."""
         now = utcnow()
+        live = [doc for doc in self._runners.find(
+            self.project.scope({"heartbeat_at": {"$gte": now - dt.timedelta(seconds=lease_seconds)}}),
+            {"rank": 1, "status": 1}) if doc.get("status") == RUNNING]
+        alive = {str(doc["_id"]) for doc in live}
+        rank = self._ranks.take(str(identity["id"]), held={doc.get("rank") for doc in live},
+                                alive=alive.__contains__, lease_seconds=lease_seconds)
         gpus = [gpu for gpu in slots if gpu is not None]
         self._runners.insert_one({
             "_id": identity["id"], "host": identity.get("host"), "pid": identity.get("pid"), "version": version,
             "gpus": gpus, "slots": [_slot(i, gpu) for i, gpu in enumerate(slots)],
             "task_filter": to_bson_value(dict(task_filter or {}), "task_filter"), "status": RUNNING,
             "started_at": now, "heartbeat_at": now, "stopped_at": None, "lease_seconds": lease_seconds,
-            "tasks_done": 0, "tasks_failed": 0, HUB: self.project.stamp()})
+            "tasks_done": 0, "tasks_failed": 0, "rank": rank, HUB: self.project.stamp()})
+        self._held[str(identity["id"])] = rank
+        return Registration(rank, 1 + len(live))
 
     def heartbeat(self, runner_id: str, slots: Sequence[Mapping[str, Any]], done: int, failed: int) -> None:
         """One update by ``_id``: alive, what each slot runs, the counters."""
@@ -82,10 +108,13 @@ class RunnerRegistry:
             "tasks_failed": failed, "status": RUNNING}})
 
     def exited(self, runner_id: str, done: int, failed: int) -> None:
+        """Record a clean exit, and give the runner's rank back for the next runner to take."""
         now = utcnow()
         self._runners.update_one({"_id": runner_id}, {"$set": {
             "status": STOPPED, "stopped_at": now, "heartbeat_at": now, "tasks_done": done,
             "tasks_failed": failed, "slots": []}})
+        if runner_id in self._held:
+            self._ranks.give_back(self._held.pop(runner_id), runner_id)
 
     def list(self, now: dt.datetime | None = None) -> list[RunnerRecord]:
         """Every registered runner of the project, running ones first, then by host."""

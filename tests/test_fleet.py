@@ -80,6 +80,82 @@ def test_runners_register_show_their_slots_and_are_flagged_lost_or_stopped(serve
     assert server_hub.runners() == []
 
 
+def test_a_registering_runner_takes_the_lowest_rank_no_live_runner_holds(server_hub):
+    """A runner's rank is its share of the queue: ranks stay dense as runners stop, die and start,
+    and two runners registering at once never take the same one (its ticket's _id is unique)."""
+    import datetime as dt
+
+    from tensorhub.fleet import Registration
+
+    def register(name: str) -> Registration:
+        return server_hub.fleet.register({"id": name, "host": "box", "pid": 1}, slots=[None], lease_seconds=60)
+
+    assert [register(f"box:{i}") for i in range(3)] == [(0, 1), (1, 2), (2, 3)]
+    server_hub.fleet.exited("box:1", 0, 0)                        # a clean exit frees its rank
+    assert register("box:3") == (1, 3)
+    long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    server_hub.db["runners"].update_one({"_id": "box:0"}, {"$set": {"started_at": long_ago, "heartbeat_at": long_ago}})
+    assert register("box:4") == (3, 3)       # box:0 is silent, but it took rank 0 within a lease: maybe a
+    server_hub.db["runner_ranks"].update_one({"runner": "box:0"}, {"$set": {"taken_at": long_ago}})  # starter
+    assert register("box:5") == (0, 4)       # a runner lost past its lease leaves its rank to the next one
+    assert server_hub.db["runner_ranks"].find_one({"rank": 0})["runner"] == "box:5"
+    assert {r.id: r.document["rank"] for r in server_hub.runners() if r.state == "running"} == {
+        "box:2": 2, "box:3": 1, "box:4": 3, "box:5": 0}
+
+
+def test_runners_registering_at_the_same_moment_take_distinct_ranks(server_uri):
+    from tensorhub import TensorHub
+
+    hubs = [TensorHub(server_uri, project_name="herd") for _ in range(8)]
+    start = threading.Barrier(len(hubs))
+    ranks: list[int] = []
+
+    def register(i: int) -> None:
+        start.wait()
+        ranks.append(hubs[i].fleet.register({"id": f"box:{i}", "host": "box", "pid": i}, slots=[None],
+                                            lease_seconds=60).rank)
+
+    threads = [threading.Thread(target=register, args=(i,)) for i in range(len(hubs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for hub in hubs:
+        hub.close()
+    assert sorted(ranks) == list(range(8))
+
+
+def test_runners_of_a_fleet_claim_their_own_shares_of_a_backlog_without_racing(server_uri):
+    """Four runners claiming in turn from one backlog each take their own share, best first: no
+    claim ticket is lost, and each runner's one read serves its whole share."""
+    from tensorhub import TensorHub
+    from tensorhub.tasks.claims import runner_identity
+    from tensorhub.tasks.shares import share_of
+
+    commands = Commands()
+    hubs = [TensorHub(server_uri, project_name="shares", event_listeners=[commands]) for _ in range(4)]
+    ids = hubs[0].create_grid_tasks("s", source="x = 1", grid={"i": list(range(24))})
+    for rank, hub in enumerate(hubs):
+        hub.queue.expect_fleet(4, rank=rank)
+    with commands.lock:
+        commands.seen.clear()
+    taken: dict[int, list] = {rank: [] for rank in range(4)}
+    for _ in range(6):
+        for rank, hub in enumerate(hubs):
+            claim = hub.queue.claim_next(runner_identity(), 30, spread=True)
+            assert claim is not None
+            taken[rank].append(claim.task_id)
+    with commands.lock:
+        seen = dict(commands.seen)
+    for hub in hubs:
+        hub.close()
+    assert {rank: [share_of(t, 4) for t in tasks] for rank, tasks in taken.items()} == {r: [r] * 6 for r in range(4)}
+    assert all(tasks == sorted(tasks) for tasks in taken.values())   # best (oldest) first
+    assert sorted(t for tasks in taken.values() for t in tasks) == sorted(ids)
+    assert seen[("insert", "task_claims")] == 24, sorted(seen.items())  # not one race lost
+    assert seen[("find", "tasks")] == 4, sorted(seen.items())
+
+
 class Commands(monitoring.CommandListener):
     def __init__(self) -> None:
         self.seen: Counter[tuple[str, str]] = Counter()
@@ -250,20 +326,45 @@ def test_a_busy_runner_in_a_big_fleet_seldom_tries_the_reaping_turn(server_uri):
     assert reap_tries_while_busy(100) <= 1        # one of a hundred: about 3 in 100 per interval
 
 
-def test_idle_polls_are_jittered_around_the_interval_so_a_fleet_polls_out_of_step():
+def test_idle_polls_keep_one_period_from_a_random_phase_so_a_fleet_polls_out_of_step(monkeypatch):
     """Runners booted together (or freed together by tasks that arrived on a schedule) would poll
-    in step and leave most of each interval without a poll; each idle wait is drawn between half
-    and one and a half intervals instead, the same on average. Finding work is never delayed."""
+    in step and leave most of each interval without a poll. Each runner coming back to idle draws
+    its first wait between half and one and a half intervals, then polls exactly once per interval
+    (however long its loop took): a fleet's polls spread evenly, and N idle runners send N polls
+    per interval, never more. Finding work is never delayed."""
+    import itertools
+    import types
+
+    from tensorhub.runner import wakeup as wakeup_module
     from tensorhub.runner.wakeup import MIN_INTERVAL, Wakeup
 
-    wakeup = Wakeup(lambda **_: None, max_interval=1.0)
+    clock = [1000.0]
+    monkeypatch.setattr(wakeup_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
     waits: list[float] = []
-    wakeup._event.wait = lambda timeout: waits.append(timeout) or False  # type: ignore[method-assign]
-    for _ in range(400):
-        wakeup.wait(False, None, jitter=True)
+
+    def fake_wait(timeout: float) -> bool:
+        waits.append(timeout)
+        clock[0] += timeout + 0.01           # the wait, then the loop's own work (a poll)
+        return False
+
+    def idle_runner() -> Wakeup:
+        wakeup = Wakeup(lambda **_: None, max_interval=1.0)
+        wakeup._event.wait = fake_wait  # type: ignore[method-assign]
+        return wakeup
+
+    for _ in range(400):                     # 400 runners coming back to idle: their phases
+        idle_runner().wait(False, None, jitter=True)
     assert all(0.5 <= w <= 1.5 for w in waits) and len(set(waits)) > 300
     assert 0.93 <= sum(waits) / len(waits) <= 1.07
+
+    wakeup = idle_runner()
     waits.clear()
-    wakeup.wait(False, 0.2, jitter=True)       # an active fleet's pace is jittered the same way
-    wakeup.wait(True, None, jitter=True)       # after finding work: look again at once
-    assert 0.1 <= waits[0] <= 0.3 and waits[1] == MIN_INTERVAL
+    for _ in range(20):
+        wakeup.wait(False, None, jitter=True)
+    polls = [sum(waits[:i + 1]) + 0.01 * i for i in range(20)]
+    assert all(abs(b - a - 1.0) < 1e-9 for a, b in itertools.pairwise(polls))  # one period apart
+    waits.clear()
+    wakeup.wait(True, None, jitter=True)     # after finding work: look again at once
+    wakeup.wait(False, 0.2, jitter=True)     # back to idle at an active fleet's pace: a new phase
+    wakeup.wait(False, 0.2, jitter=True)
+    assert waits[0] == MIN_INTERVAL and 0.1 <= waits[1] <= 0.3 and abs(waits[2] - 0.19) < 1e-9

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -482,6 +483,47 @@ def test_runners_of_a_big_fleet_spread_their_claims_over_a_wider_window(hub):
     assert max(positions(None)) < 32                    # fleet size unknown: the top 32, shuffled
     wide = positions(20)
     assert max(wide) >= 32 and max(wide) < 32 + 160     # the next 160 pending ones, shuffled
+
+
+def _ids_in_a_row(count: int) -> list:
+    """Task ids as one distributor makes them: one second, one process, consecutive counters."""
+    from bson import ObjectId
+
+    return [ObjectId(f"6566f0a0{'ab' * 5}{n:06x}") for n in range(count)]
+
+
+def test_a_fleet_deals_a_backlog_out_by_id_and_a_runner_helps_others_from_their_far_end():
+    """Each runner tries its own share first, best first; then the other shares' tasks, the
+    next one of each share (what its owner takes next) last; then lower priorities."""
+    from tensorhub.tasks.shares import deal, share_of
+
+    ids = _ids_in_a_row(12)
+    assert Counter(share_of(i, 3) for i in ids) == {0: 4, 1: 4, 2: 4}  # dealt round robin
+    tasks = [{"_id": i, "_hub": {"priority": 1}} for i in ids]
+    low = {"_id": _ids_in_a_row(13)[12], "_hub": {"priority": 0}}
+    mine = share_of(ids[0], 3)
+    ordered, own = deal([*tasks, low], rank=mine, fleet=3)
+    assert own == 4 and ordered[:4] == [t for t in tasks if share_of(t["_id"], 3) == mine]
+    next_of_others = {ids[1], ids[2]}       # the first task of each other share
+    assert {t["_id"] for t in ordered[10:12]} == next_of_others
+    assert ordered[12] is low
+    alone, own = deal([*tasks, low], rank=None, fleet=3)  # not registered: top tasks shuffled
+    assert own == 0 and sorted(t["_id"] for t in alone[:12]) == ids and alone[12] is low
+
+
+def test_a_runner_that_loses_one_of_many_fresh_candidates_looks_again_soon(hub):
+    """A fleet runner gives up a claim after one race lost on a fresh read, but says that work may
+    be left (``contended``) so that it looks again within a second rather than wait for a signal."""
+    from tensorhub.tasks.shares import share_of
+
+    ids = hub.create_grid_tasks("t", source="x = 1", grid={"i": list(range(6))})
+    hub.queue.expect_fleet(2, rank=share_of(ids[0], 2))           # ids[0] is the first it tries
+    hub.db["task_claims"].insert_one({"_id": f"{ids[0]}/1", "owner": "rival", "task_id": ids[0],
+                                      "taken_at": dt.datetime.now(dt.timezone.utc)})
+    assert hub.queue.claim_next(RUNNER, 30, spread=True) is None and hub.queue.contended
+    hub.db["tasks"].update_one({"_id": ids[0]}, {"$set": {"status": "running"}})  # the rival's claim lands
+    claim = hub.queue.claim_next(RUNNER, 30, spread=True)
+    assert claim is not None and share_of(claim.task_id, 2) == share_of(ids[0], 2)
 
 
 def test_runners_registering_raise_the_fleet_size_and_the_reaper_sets_it(hub):

@@ -186,15 +186,16 @@ class Runner:
             return
         if not self._registered:
             filter_ = {k: v for k, v in {"task_name": self.config.task_name, **self.config.query}.items() if v}
-            self.fleet.register(self.identity, slots=[s.gpu for s in self.slots], version=__version__,
-                                lease_seconds=self.config.lease_seconds, task_filter=filter_)
+            joined = self.fleet.register(self.identity, slots=[s.gpu for s in self.slots], version=__version__,
+                                         lease_seconds=self.config.lease_seconds, task_filter=filter_)
             self._registered = True
-            # How many claim beside us (one count, once), for the claim window and, raised on the
-            # reaper's note, for the fleet's poll pacing: a reaper that counted while the fleet was
-            # still starting would otherwise have idle runners poll as fast as a small fleet.
-            live = self.fleet.live_count(within=dt.timedelta(seconds=self.config.lease_seconds))
+            # How many claim beside us (counted once, as we registered), for the claim window and
+            # our share of the queue, and, raised on the reaper's note, for the fleet's poll pacing:
+            # a reaper that counted while the fleet was still starting would otherwise have idle
+            # runners poll as fast as a small fleet.
+            live = joined.live
             self._fleet_counted = live
-            self.queue.expect_fleet(live)
+            self.queue.expect_fleet(live, rank=joined.rank)
             self.queue.note_fleet_size(live, at_least=True)
             # Start-up commands are not repaid with skipped polls: the fleet's first task would wait.
         else:

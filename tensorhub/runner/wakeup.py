@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,8 @@ class Wakeup:
         self._thread = threading.Thread(target=self._watch, name="tensorhub-change-stream", daemon=True)
         self.streaming = False
         self.woken = False
+        self._due: float | None = None   # monotonic time of the next idle poll, once in step
+        self._period = 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -45,20 +48,34 @@ class Wakeup:
     def wait(self, found_work: bool, cap: float | None = None, jitter: bool = False) -> None:
         """Sleep until woken, or for the poll interval (MIN_INTERVAL after finding work).
 
-        ``jitter``: an idle runner's wait is drawn between half and one and a half times that, so
-        that a fleet's polls come spread evenly over time, as independent arrivals would, however
-        they started (runners booted together, or freed together by tasks that arrived on a
-        schedule, would otherwise keep polling in step, and a new task could wait most of an
-        interval for the next poll); on average a runner polls exactly as often.
+        ``jitter`` (an idle runner): the first wait after coming back to idle (after work, a
+        wake-up, or a change of pace) is drawn between half and one and a half periods, and
+        later ones keep exactly one period from poll to poll, however long the loop took. So a
+        fleet's polls come spread evenly over time however the runners started (booted together,
+        or freed together by tasks that arrived on a schedule, they would otherwise poll in step,
+        and a new task could wait most of an interval for the next poll), and each idle runner
+        polls exactly once per period, never more.
         """
         interval = MIN_INTERVAL if found_work else (
             max(self._max, STREAMING_INTERVAL) if self.streaming else self._max)
         timeout = interval if cap is None else min(interval, cap)
         if jitter and not found_work:
-            timeout *= random.uniform(0.5, 1.5)
+            timeout = self._until_next_poll(timeout)
+        else:
+            self._due = None
         if self._event.wait(timeout):
             self._event.clear()
             self.woken = True
+            self._due = None
+
+    def _until_next_poll(self, period: float) -> float:
+        now = time.monotonic()
+        if self._due is None or period != self._period or now > self._due + period:
+            self._due = now + period * random.uniform(0.5, 1.5)  # a new phase
+        else:
+            self._due += period
+        self._period = period
+        return max(0.0, self._due - now)
 
     def take_woken(self) -> bool:
         """True once after an event woke us (a task became pending, or a stop)."""

@@ -18,7 +18,6 @@ import copy
 import datetime as dt
 import logging
 import os
-import random
 import socket
 import time
 import uuid
@@ -37,14 +36,16 @@ from tensorhub.project import PROJECT_FIELD, Project
 from tensorhub.tasks import states
 from tensorhub.tasks.attempt_runs import AttemptRuns
 from tensorhub.tasks.model import Task
+from tensorhub.tasks.shares import deal, share_of
 from tensorhub.tasks.states import FAILED, PENDING, RUNNING
 
 CLAIM_ORDER = [(f"{HUB}.priority", DESCENDING), ("_id", ASCENDING)]  # higher priority, then oldest
 CANDIDATES_PER_CLAIM = 8
-# A runner in a fleet reads more, and tries them in random order: many runners claiming at once then
-# mostly pick different tasks. The window grows with the fleet (CANDIDATES_PER_RUNNER for each live
-# runner) and with each race lost (CANDIDATES_PER_LOSS), up to CANDIDATES_SPREAD_MAX: 20 runners
-# over 32 candidates lost about twice as many tickets as over 160 (bench/claim_window.py).
+# A runner in a fleet reads more, and tries its own share of them first, then the others' in random
+# order (shares.py): many runners claiming at once then mostly pick different tasks. The window grows
+# with the fleet (CANDIDATES_PER_RUNNER for each live runner) and with each race lost
+# (CANDIDATES_PER_LOSS), up to CANDIDATES_SPREAD_MAX: 20 runners over 32 candidates in random order
+# lost about twice as many tickets as over 160 (bench/claim_window.py).
 CANDIDATES_SPREAD = 32
 CANDIDATES_PER_RUNNER = 8
 CANDIDATES_PER_LOSS = 16
@@ -169,10 +170,13 @@ class ClaimBook:
         self.drained = False    # the last claim_next took the only pending task its fresh read saw
         self.spread_width = CANDIDATES_SPREAD  # candidates a spread read asks for: see expect_fleet
         self.fleet = 1                         # live runners claiming beside us, as last told
+        self.rank: int | None = None           # our share of the queue in the fleet: see shares.py
 
-    def expect_fleet(self, runners: int | None) -> None:
+    def expect_fleet(self, runners: int | None, rank: int | None = None) -> None:
         """Widen the spread window to fit ``runners`` live runners claiming from the same queue
-        (it never narrows: each race lost widens it too)."""
+        (it never narrows: each race lost widens it too); ``rank``: this runner's share of it."""
+        if rank is not None:
+            self.rank = rank
         width = max(CANDIDATES_SPREAD, min(CANDIDATES_SPREAD_MAX, CANDIDATES_PER_RUNNER * (runners or 0)))
         if runners:
             self.fleet = runners
@@ -197,9 +201,9 @@ class ClaimBook:
         """Claim the first pending task matching ``query`` (priority, then age), or return None.
 
         With ``spread`` (a runner in a fleet) the candidates of one read are kept for a moment
-        (CANDIDATES_KEPT_SECONDS) and tried in random order by this runner's next claims, so a
-        backlog costs one read per several claims: up to ``spread_width`` for a runner alone,
-        fewer the more runners claim beside it (KEPT_STALE). A kept candidate another runner
+        (CANDIDATES_KEPT_SECONDS) and tried by this runner's next claims, its own share first
+        (see shares.py), so a backlog costs one read per several claims: up to ``spread_width``
+        for a runner alone; in a fleet, its share and a few more (KEPT_STALE). A kept candidate another runner
         took meanwhile loses its ticket, and the runner reads afresh (see LOSSES_PER_READ).
         ``contended`` tells afterwards whether races were lost while more tasks may be pending.
         Raises :class:`ClaimInDoubt` when the server stopped answering halfway through a claim.
@@ -220,7 +224,7 @@ class ClaimBook:
                    lease_seconds: float, spread: bool, end: _Ticket | None = None) -> tuple[_Try | None, bool | None]:
         """Take the claim ticket of a pending task's next round: the try that won it, or None.
 
-        Candidates are tried best first (``spread``: kept from a recent read, in random order);
+        Candidates are tried best first (``spread``: kept from a recent read, dealt out by shares.py);
         after races lost the candidates are read again, at most READS_PER_CLAIM times. ``end``, a
         ticket that ends the caller's current attempt, rides on the first ticket insert; the
         second value says whether it was won (None: no candidate, so it was never sent).
@@ -235,6 +239,7 @@ class ClaimBook:
             more = not fresh or len(candidates) >= (self.spread_width if spread else CANDIDATES_PER_CLAIM)
             lost = 0
             self.drained = fresh and len(candidates) == 1
+            self.contended = self.contended and not fresh
             while candidates:
                 t = _Try(candidates.pop(0), runner, lease_seconds, self.project.name)
                 won, end_won = self._take_ticket(t, end if ended is None else None, patient=spread)
@@ -242,7 +247,7 @@ class ClaimBook:
                 if won:
                     return t, ended
                 lost += 1
-                self.contended = more
+                self.contended = more or self._worth_retrying(candidates)
                 if spread and (not fresh or lost >= LOSSES_PER_READ):
                     self._kept.clear()  # others are claiming these right now: read what is left
                     break
@@ -250,6 +255,15 @@ class ClaimBook:
                 if fresh:
                     return None, ended  # every candidate of a fresh read was taken (or none was pending)
         return None, ended
+
+    def _worth_retrying(self, untried: list[dict[str, Any]]) -> bool:
+        """After a race lost: whether to look again soon for the ``untried`` candidates. In a fleet
+        only for our own share: the others' tasks are their owners' next, or other helpers are
+        after them (at the tail of a backlog, more runners than tasks); they need no more of us,
+        as each winner looks for more as soon as its task ends."""
+        if self.rank is None or self.fleet < 2:
+            return bool(untried)
+        return any(share_of(c["_id"], self.fleet) == self.rank % self.fleet for c in untried)
 
     def _candidates(self, query: dict[str, Any], sort: list[tuple[str, int]] | None,
                     spread: bool) -> tuple[list[dict[str, Any]], bool]:
@@ -264,10 +278,12 @@ class ClaimBook:
         # batch_size: the whole window in the first reply (the default first batch is 101: a getMore)
         candidates = list(self._tasks.find(filter_, sort=sort or CLAIM_ORDER, limit=limit, batch_size=limit))
         if spread:
-            candidates = _spread(candidates)
+            candidates, own = deal(candidates, self.rank, self.fleet)
             kept_for = max(CANDIDATES_KEPT_SECONDS, KEPT_SECONDS_PER_RUNNER * self.fleet)
-            others = self.fleet - 1   # each takes about one task between two of our claims
-            serves = len(candidates) if others < 1 else int(len(candidates) * KEPT_STALE / others)
+            # Our own share stays ours (others take from it last); of the rest, each other runner
+            # takes about one between two of our claims.
+            others = self.fleet - 1
+            serves = len(candidates) if others < 1 else own + int((len(candidates) - own) * KEPT_STALE / others)
             self._kept = {key: _Kept(candidates, time.monotonic() + kept_for, serves)}
         return candidates, True
 
@@ -697,17 +713,6 @@ def _end_change(task: dict[str, Any], seq: int, outcome: Outcome, token: str | N
     if token is not None:
         guard["lease.token"] = token
     return states.transition_change(task["_id"], RUNNING, target, guard, fields, inc or None), outcome
-
-
-def _spread(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The candidates of the highest priority in random order, then the rest: many runners
-    claiming at once then mostly try different tasks instead of racing for the first one."""
-    if not candidates:
-        return candidates
-    top = candidates[0][HUB].get("priority", 0)
-    first = [c for c in candidates if c[HUB].get("priority", 0) == top]
-    random.shuffle(first)
-    return first + [c for c in candidates if c[HUB].get("priority", 0) != top]
 
 
 # A ticket to take beside a claim ticket: (ticket id, owner token, fields), as states.take_tickets takes.

@@ -408,10 +408,11 @@ class TaskQueue:
         (until the next reaper's count, which may be lower if runners left)."""
         self._signals.update_one({"_id": self._reaper_id()}, {"$max" if at_least else "$set": {"fleet_size": runners}})
 
-    def expect_fleet(self, runners: int | None) -> None:
-        """Tell this runner's claims how many runners claim from the queue (None: unknown): spread
-        claims read a window that grows with the fleet, so that runners seldom race for one task."""
-        self._book.expect_fleet(runners)
+    def expect_fleet(self, runners: int | None, rank: int | None = None) -> None:
+        """Tell this runner's claims how many runners claim from the queue (None: unknown), and
+        its ``rank`` in the runner registry: spread claims read a window that grows with the
+        fleet and try this runner's share of it first, so that runners seldom race for one task."""
+        self._book.expect_fleet(runners, rank)
 
     def poll(self) -> QueueSignal:
         """What an idle runner reads each poll, in one read of three small documents by ``_id``:
