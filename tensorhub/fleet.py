@@ -81,25 +81,31 @@ class RunnerRegistry:
 
     def register(self, identity: Mapping[str, Any], *, slots: Sequence[str | None], lease_seconds: float,
                  version: str = "", task_filter: Mapping[str, Any] | None = None) -> Registration:
-        """Add the runner to the registry, with the lowest rank that no live runner holds (alive
-        within ``lease_seconds``). Three commands: one indexed read of the live runners, the rank's
-        ticket, the registration."""
+        """Add the runner to the registry, with a rank that no live runner (alive within
+        ``lease_seconds``) holds. Four commands: the registration, one indexed read of the live
+        runners, the rank's ticket, the rank in the registration. Runners registering together
+        that have no rank yet take the free ranks in the order they registered in."""
         now = utcnow()
-        live = [doc for doc in self._runners.find(
-            self.project.scope({"heartbeat_at": {"$gte": now - dt.timedelta(seconds=lease_seconds)}}),
-            {"rank": 1, "status": 1}) if doc.get("status") == RUNNING]
-        alive = {str(doc["_id"]) for doc in live}
-        rank = self._ranks.take(str(identity["id"]), held={doc.get("rank") for doc in live},
-                                alive=alive.__contains__, lease_seconds=lease_seconds)
+        me = str(identity["id"])
         gpus = [gpu for gpu in slots if gpu is not None]
         self._runners.insert_one({
             "_id": identity["id"], "host": identity.get("host"), "pid": identity.get("pid"), "version": version,
             "gpus": gpus, "slots": [_slot(i, gpu) for i, gpu in enumerate(slots)],
             "task_filter": to_bson_value(dict(task_filter or {}), "task_filter"), "status": RUNNING,
             "started_at": now, "heartbeat_at": now, "stopped_at": None, "lease_seconds": lease_seconds,
-            "tasks_done": 0, "tasks_failed": 0, "rank": rank, HUB: self.project.stamp()})
-        self._held[str(identity["id"])] = rank
-        return Registration(rank, 1 + len(live))
+            "tasks_done": 0, "tasks_failed": 0, "rank": None, HUB: self.project.stamp()})
+        live = [doc for doc in self._runners.find(
+            self.project.scope({"heartbeat_at": {"$gte": now - dt.timedelta(seconds=lease_seconds)}}),
+            {"rank": 1, "status": 1, "started_at": 1}) if doc.get("status") == RUNNING]
+        held = {doc["rank"] for doc in live if doc.get("rank") is not None}
+        waiting = [str(doc["_id"]) for doc in sorted(
+            (doc for doc in live if doc.get("rank") is None), key=lambda d: (as_utc(d["started_at"]), str(d["_id"])))]
+        alive = {str(doc["_id"]) for doc in live}
+        rank = self._ranks.take(me, held=held, alive=alive.__contains__, lease_seconds=lease_seconds,
+                                position=waiting.index(me) if me in waiting else 0)
+        self._runners.update_one({"_id": identity["id"]}, {"$set": {"rank": rank}})
+        self._held[me] = rank
+        return Registration(rank, max(1, len(live)))
 
     def heartbeat(self, runner_id: str, slots: Sequence[Mapping[str, Any]], done: int, failed: int) -> None:
         """One update by ``_id``: alive, what each slot runs, the counters."""

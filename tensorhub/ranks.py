@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Callable, Container
+from collections.abc import Callable, Set
 
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -31,6 +31,8 @@ class RankBook:
     0
     >>> book.take("box:2:b", held={0}, alive=lambda runner: True, lease_seconds=60)
     1
+    >>> book.take("box:4:d", held={0, 1}, alive=lambda runner: True, lease_seconds=60, position=1)
+    3
     """
 
     def __init__(self, db: Database, project: Project) -> None:
@@ -40,14 +42,20 @@ class RankBook:
     def _ticket(self, rank: int) -> str:
         return str(rank) if self.project.name is None else f"{rank}@{self.project.name}"
 
-    def take(self, runner_id: str, *, held: Container[int], alive: Callable[[str], bool],
-             lease_seconds: float) -> int:
-        """Take the lowest rank not in ``held`` (the ranks of the runners known to be alive) whose
-        ticket is free, or whose holder is gone: ``alive(holder)`` says no and it took the ticket
-        longer than a lease ago. Usually one insert."""
+    def take(self, runner_id: str, *, held: Set[int], alive: Callable[[str], bool],
+             lease_seconds: float, position: int = 0) -> int:
+        """Take a rank not in ``held`` (the ranks of the runners known to be alive) whose ticket is
+        free, or whose holder is gone: ``alive(holder)`` says no and it took the ticket longer than
+        a lease ago. The ``position``-th free rank is tried first (runners registering together
+        each try a different one, so a fleet starting at once does not queue up on rank 0), then
+        the others from the lowest. Usually one insert."""
         grace = dt.timedelta(seconds=lease_seconds)
-        free = (rank for rank in itertools.count() if rank not in held)
-        return next(rank for rank in free if self._take(rank, runner_id, alive, grace))
+        free = [rank for rank in itertools.islice(itertools.count(), position + len(held) + 1) if rank not in held]
+        first = free[position]
+        if self._take(first, runner_id, alive, grace):
+            return first
+        others = (rank for rank in itertools.count() if rank not in held and rank != first)
+        return next(rank for rank in others if self._take(rank, runner_id, alive, grace))
 
     def _take(self, rank: int, runner_id: str, alive: Callable[[str], bool], grace: dt.timedelta) -> bool:
         ticket = self._ticket(rank)

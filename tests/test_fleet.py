@@ -199,6 +199,51 @@ def test_an_idle_runner_reads_one_document_by_id_per_poll(server_uri):
     assert ("find", "tasks") not in idle and ("aggregate", "tasks") not in idle   # no task queries idle
 
 
+class TimedCommands(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, str, str]] = []
+        self.lock = threading.Lock()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        with self.lock:
+            self.sent.append((time.time(), event.command_name, str(event.command.get(event.command_name))))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_an_idle_runner_sends_one_command_per_poll_interval_heartbeats_and_reaping_included(server_uri):
+    """With a 3 s lease the registry heartbeat is due every second and the fleet's reaping turn
+    comes as often: each takes the place of a poll, so that no slot of the clock (a poll interval)
+    carries two commands, and N idle runners never send more than N per interval."""
+    from tensorhub import TensorHub
+    from tensorhub.runner.daemon import Runner, RunnerConfig
+
+    commands = TimedCommands()
+    hub = TensorHub(server_uri, project_name="test", event_listeners=[commands])
+    runner = Runner(hub, RunnerConfig(lease_seconds=3, poll_interval=0.25))
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    time.sleep(2.0)                     # settle: registration, the first look for work
+    begin = time.time()
+    time.sleep(4.0)
+    end = time.time()
+    runner.stop(now=True)
+    thread.join(timeout=30)
+    hub.close()
+    with commands.lock:
+        idle = [(t, name, coll) for t, name, coll in commands.sent if begin <= t < end and name != "endSessions"]
+    per_slot = Counter(int(t // 0.25) for t, _, _ in idle)
+    kinds = Counter((name, coll) for _, name, coll in idle)
+    assert max(per_slot.values()) == 1, [(t % 100, name, coll) for t, name, coll in idle]
+    assert len(idle) <= (end - begin) / 0.25 + 1
+    assert kinds[("update", "runners")] >= 2 and kinds[("update", "task_signals")] >= 1, kinds  # beats, reaping
+    assert kinds[("find", "task_signals")] >= 6, kinds                                        # and polls between
+
+
 SETUP = {"createIndexes", "listIndexes", "create", "listCollections", "buildInfo", "ping", "endSessions"}
 
 
@@ -326,45 +371,44 @@ def test_a_busy_runner_in_a_big_fleet_seldom_tries_the_reaping_turn(server_uri):
     assert reap_tries_while_busy(100) <= 1        # one of a hundred: about 3 in 100 per interval
 
 
-def test_idle_polls_keep_one_period_from_a_random_phase_so_a_fleet_polls_out_of_step(monkeypatch):
+def test_an_idle_runner_polls_once_in_each_second_of_the_clock_at_a_random_moment(monkeypatch):
     """Runners booted together (or freed together by tasks that arrived on a schedule) would poll
-    in step and leave most of each interval without a poll. Each runner coming back to idle draws
-    its first wait between half and one and a half intervals, then polls exactly once per interval
-    (however long its loop took): a fleet's polls spread evenly, and N idle runners send N polls
-    per interval, never more. Finding work is never delayed."""
-    import itertools
+    in step and leave most of each interval without a poll. An idle runner polls once in each
+    slot of the clock (whole seconds with the default interval), at a moment drawn anew for each:
+    N idle runners send at most N polls in any second, spread evenly over it whatever happened
+    before. Finding work is never delayed."""
     import types
 
     from tensorhub.runner import wakeup as wakeup_module
     from tensorhub.runner.wakeup import MIN_INTERVAL, Wakeup
 
-    clock = [1000.0]
-    monkeypatch.setattr(wakeup_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
-    waits: list[float] = []
+    clock = [1_000_000.37]
+    monkeypatch.setattr(wakeup_module, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    polls: list[float] = []
 
     def fake_wait(timeout: float) -> bool:
-        waits.append(timeout)
-        clock[0] += timeout + 0.01           # the wait, then the loop's own work (a poll)
+        clock[0] += timeout
+        polls.append(clock[0])
+        clock[0] += 0.01                     # the loop's own work (a poll)
         return False
 
-    def idle_runner() -> Wakeup:
-        wakeup = Wakeup(lambda **_: None, max_interval=1.0)
-        wakeup._event.wait = fake_wait  # type: ignore[method-assign]
-        return wakeup
-
-    for _ in range(400):                     # 400 runners coming back to idle: their phases
-        idle_runner().wait(False, None, jitter=True)
-    assert all(0.5 <= w <= 1.5 for w in waits) and len(set(waits)) > 300
-    assert 0.93 <= sum(waits) / len(waits) <= 1.07
-
-    wakeup = idle_runner()
-    waits.clear()
-    for _ in range(20):
+    wakeup = Wakeup(lambda **_: None, max_interval=1.0)
+    wakeup._event.wait = fake_wait  # type: ignore[method-assign]
+    for _ in range(400):
         wakeup.wait(False, None, jitter=True)
-    polls = [sum(waits[:i + 1]) + 0.01 * i for i in range(20)]
-    assert all(abs(b - a - 1.0) < 1e-9 for a, b in itertools.pairwise(polls))  # one period apart
-    waits.clear()
+    seconds = [int(t) for t in polls]
+    assert seconds == sorted(set(seconds)) and seconds[0] == 1_000_001   # never two in one second
+    assert seconds[-1] - seconds[0] + 1 <= 400 * 1.03    # and one in nearly every second (a poll in
+    #                                                      a second's last 10 ms runs into the next)
+    within = [t - int(t) for t in polls]
+    assert len({round(w, 6) for w in within}) > 300      # at a moment drawn anew for each
+    assert 0.4 <= sum(within) / len(within) <= 0.6 and min(within) < 0.1 and max(within) > 0.9
+
+    polls.clear()
+    found = clock[0]
     wakeup.wait(True, None, jitter=True)     # after finding work: look again at once
-    wakeup.wait(False, 0.2, jitter=True)     # back to idle at an active fleet's pace: a new phase
-    wakeup.wait(False, 0.2, jitter=True)
-    assert waits[0] == MIN_INTERVAL and 0.1 <= waits[1] <= 0.3 and abs(waits[2] - 0.19) < 1e-9
+    back = int(clock[0] // 0.2)
+    wakeup.wait(False, 0.2, jitter=True)     # idle again, at an active fleet's pace: one per 0.2 s,
+    wakeup.wait(False, 0.2, jitter=True)     # from the next slot
+    assert polls[0] - found == pytest.approx(MIN_INTERVAL)
+    assert [int(t // 0.2) for t in polls[1:]] == [back + 1, back + 2]

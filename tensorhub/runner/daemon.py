@@ -14,6 +14,7 @@ import logging
 import random
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +49,6 @@ SAFETY_NET_LOOK = 30.0  # look for work this often even if the queue signal neve
 ACTIVE_SECONDS = 30.0
 FLEET_POLLS_PER_SECOND = 40.0
 FASTEST_POLL = 0.02
-MAX_OWED_POLLS = 10
 _UNSEEN = object()  # no signal token read yet
 
 
@@ -115,8 +115,9 @@ class Runner:
         self._fleet_size: int | None = None      # live runners, as the reaper last counted them
         self._fleet_counted = 1                  # live runners, as we counted them when registering
         self._reap_due: bool | None = None       # what our last poll said of the fleet's reaping turn
-        self._owed_polls = 0                     # idle polls to skip: commands the loop sent besides them
-        self._skipped_poll = False
+        self._slot_spent = False                 # this turn's idle slot went to the registry heartbeat
+        self._reap_steps: list[Callable[[], None]] = []  # the reaping turn, one idle slot per step
+        self._polled_last = True                 # the last idle slot read the signal (steps take every other)
         self._look = True                        # look for work on the next turn, whatever the signal says
         self._next_look = 0.0                    # a safety net: look at least this often anyway
         self._relook_soon = False                # lost races with tasks left: _next_look is a re-look, soon
@@ -152,6 +153,7 @@ class Runner:
         failures = 0
         try:
             while not self._should_exit():
+                self._slot_spent = False
                 try:
                     self._register_or_beat()
                     self._supervise()
@@ -200,7 +202,7 @@ class Runner:
             # Start-up commands are not repaid with skipped polls: the fleet's first task would wait.
         else:
             self.fleet.heartbeat(self.identity["id"], self._slot_entries(), self.completed, self.failed)
-            self._owe(1)
+            self._slot_spent = True
         self._next_registry_beat = now + self.config.lease_seconds / REGISTRY_BEATS_PER_LEASE
 
     def _slot_entries(self) -> list[dict[str, Any]]:
@@ -218,35 +220,54 @@ class Runner:
     def _worth_looking(self) -> bool:
         """Look for work when a slot is free and the queue signal changed (or we were woken, or
         just finished a task, or the safety-net interval passed). Idle, this is one read by _id
-        per poll, and a poll is skipped for each command the registry heartbeat or the reaping
-        turn sent meanwhile, so that an idle runner sends about one command per poll interval."""
+        per poll interval (a slot of time: see Wakeup), and a slot that the registry heartbeat or
+        a step of the reaping turn took goes without it: an idle runner sends at most one
+        command per poll interval."""
         if self._stopping or self._quota_reached() or all(slot.process is not None for slot in self.slots):
             return False
         now = time.monotonic()
         self._look_token = None
-        if self._wakeup.take_woken() or self._look or now >= self._next_look:
-            # Looking anyway: no need to read the signal (a stale token costs one extra look later).
-            self._look = self._relook_soon = False
-        elif self._relook_soon:
+        if self._wakeup.take_woken() or self._look:
+            self._look = False  # looking anyway: no need to read the signal (a stale token costs
+        elif self._relook_soon and now < self._next_look:  # one extra look later)
             return False  # tasks are pending and a look is due within a second: a poll adds nothing
-        elif self._owed_polls > 0 and not self._skipped_poll and now >= self._active_until:
-            self._owed_polls -= 1     # never two in a row: a short lease's extra commands must not
-            self._skipped_poll = True  # starve the polls
+        elif self._slot_taken(now):
             return False
-        else:
-            self._skipped_poll = False
-            polled = self.queue.poll()
-            self._reap_due, self._fleet_size = polled.reap_due, polled.fleet_size or self._fleet_size
-            self.queue.expect_fleet(self._fleet_size)
-            if polled.token == self._seen_signal:
-                return False
-            if self._seen_signal is not _UNSEEN:
-                self._active_until = now + ACTIVE_SECONDS
-            self._seen_signal = polled.token
-            if polled.token == polled.taken:
-                return False  # another runner took what this token announced: no herd of reads
-            self._look_token = polled.token
+        elif now < self._next_look and not self._signal_moved(now):
+            return False  # (past _next_look: the re-look, or the safety net, looks without a poll)
+        self._relook_soon = False
         self._next_look = now + SAFETY_NET_LOOK
+        return True
+
+    def _slot_taken(self, now: float) -> bool:
+        """Whether this idle slot's one command went, or goes now, to something other than a poll:
+        the registry heartbeat, or a step of our reaping turn (never in two slots in a row, so
+        that a short lease's reaping does not starve the polls). While the queue is active the
+        runner polls at the fleet's pace whatever else it sent."""
+        if now < self._active_until:
+            return False
+        if self._slot_spent:
+            return True
+        if self._reap_steps and self._polled_last:
+            self._polled_last = False
+            self._reap_steps.pop(0)()
+            return True
+        return False
+
+    def _signal_moved(self, now: float) -> bool:
+        """Read the queue signal (one read by _id): whether it announces work to look for."""
+        self._polled_last = True
+        polled = self.queue.poll()
+        self._reap_due, self._fleet_size = polled.reap_due, polled.fleet_size or self._fleet_size
+        self.queue.expect_fleet(self._fleet_size)
+        if polled.token == self._seen_signal:
+            return False
+        if self._seen_signal is not _UNSEEN:
+            self._active_until = now + ACTIVE_SECONDS
+        self._seen_signal = polled.token
+        if polled.token == polled.taken:
+            return False  # another runner took what this token announced: no herd of reads
+        self._look_token = polled.token
         return True
 
     def _active_poll(self) -> float | None:
@@ -444,10 +465,17 @@ class Runner:
         of the lease). An idle runner's polls already tell whether the interval is over, so only
         those that find it over try; timers are spread so that idle fleets rarely try together.
         A busy runner does not poll, so it cannot tell: in a fleet of N it tries with probability
-        BUSY_REAP_TRIES / N, so that a busy fleet sends a few tries per interval, not N (with every
-        runner busy, an interval passes without a try about one time in ten; the next one reaps)."""
+        BUSY_REAP_TRIES / N per interval, so that a busy fleet sends a few tries per interval, not
+        N (with every runner busy, an interval passes without a try about one time in ten; the next
+        one reaps). An idle runner takes its turn one step per slot in place of a poll (the try,
+        the running tasks, the fleet's count, its note), so that it still sends one command per
+        slot; a busy or active one takes it at once."""
         now = time.monotonic()
-        if now < self._next_reap:
+        idle = now >= self._active_until and not any(slot.process for slot in self.slots)
+        if self._reap_steps and not idle:
+            while self._reap_steps:
+                self._reap_steps.pop(0)()
+        if now < self._next_reap or self._reap_steps:
             return
         interval = max(1.0, self.config.lease_seconds / 4)
         self._next_reap = now + interval * random.uniform(1.0, 1.5)
@@ -456,18 +484,25 @@ class Runner:
             return
         if due is None and random.random() * max(self._fleet_size or 1, self._fleet_counted) > BUSY_REAP_TRIES:
             return
-        self._owe(1)
-        if not self.queue.reap_turn(interval, self.identity["id"]):
-            return
+        self._reap_steps = [lambda: self._try_reaping(interval)]
+        if not idle:
+            while self._reap_steps:
+                self._reap_steps.pop(0)()
+
+    def _try_reaping(self, interval: float) -> None:
+        if self.queue.reap_turn(interval, self.identity["id"]):
+            self._reap_steps += [self._reap, self._count_fleet, self._note_fleet]
+
+    def _reap(self) -> None:
         reaped = self.queue.reap_expired()
         if reaped:
             log.info("returned %d task(s) with expired leases", reaped)
             self._wakeup.wake()
-        lease = dt.timedelta(seconds=self.config.lease_seconds)
-        self._fleet_size = self.fleet.live_count(within=lease)
-        self.queue.note_fleet_size(self._fleet_size)
-        self.queue.expect_fleet(self._fleet_size)
-        self._owe(3 + reaped)  # the running tasks, the fleet's count and its note; each reaped task
 
-    def _owe(self, commands: int) -> None:
-        self._owed_polls = min(self._owed_polls + commands, MAX_OWED_POLLS)
+    def _count_fleet(self) -> None:
+        self._fleet_size = self.fleet.live_count(within=dt.timedelta(seconds=self.config.lease_seconds))
+
+    def _note_fleet(self) -> None:
+        if self._fleet_size is not None:
+            self.queue.note_fleet_size(self._fleet_size)
+            self.queue.expect_fleet(self._fleet_size)

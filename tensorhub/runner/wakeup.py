@@ -10,6 +10,7 @@ straight away, since a backlog may hold more.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -32,8 +33,6 @@ class Wakeup:
         self._thread = threading.Thread(target=self._watch, name="tensorhub-change-stream", daemon=True)
         self.streaming = False
         self.woken = False
-        self._due: float | None = None   # monotonic time of the next idle poll, once in step
-        self._period = 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -48,34 +47,29 @@ class Wakeup:
     def wait(self, found_work: bool, cap: float | None = None, jitter: bool = False) -> None:
         """Sleep until woken, or for the poll interval (MIN_INTERVAL after finding work).
 
-        ``jitter`` (an idle runner): the first wait after coming back to idle (after work, a
-        wake-up, or a change of pace) is drawn between half and one and a half periods, and
-        later ones keep exactly one period from poll to poll, however long the loop took. So a
-        fleet's polls come spread evenly over time however the runners started (booted together,
-        or freed together by tasks that arrived on a schedule, they would otherwise poll in step,
-        and a new task could wait most of an interval for the next poll), and each idle runner
-        polls exactly once per period, never more.
+        ``jitter`` (an idle runner): the clock is cut into slots of one period (whole seconds, by
+        default), and the runner polls once in each slot, at a moment drawn anew for each. So an
+        idle runner sends one command per second of the clock (the daemon gives a slot to its
+        registry heartbeat or a reaping step instead, never both), and a fleet's polls are spread
+        evenly over time whatever happened before: runners that polled in step (booted together,
+        or freed together by tasks that arrived on a schedule) would leave most of each interval
+        without a poll, and a new task would wait for the polls to come round.
         """
         interval = MIN_INTERVAL if found_work else (
             max(self._max, STREAMING_INTERVAL) if self.streaming else self._max)
         timeout = interval if cap is None else min(interval, cap)
         if jitter and not found_work:
             timeout = self._until_next_poll(timeout)
-        else:
-            self._due = None
         if self._event.wait(timeout):
             self._event.clear()
             self.woken = True
-            self._due = None
 
-    def _until_next_poll(self, period: float) -> float:
-        now = time.monotonic()
-        if self._due is None or period != self._period or now > self._due + period:
-            self._due = now + period * random.uniform(0.5, 1.5)  # a new phase
-        else:
-            self._due += period
-        self._period = period
-        return max(0.0, self._due - now)
+    @staticmethod
+    def _until_next_poll(period: float) -> float:
+        """Until a random moment of the next slot of the clock: whatever this turn sent went out
+        in the current one (a turn that ran late into a later slot moves the next poll on)."""
+        now = time.time()
+        return max(0.0, (math.floor(now / period) + 1 + random.random()) * period - now)
 
     def take_woken(self) -> bool:
         """True once after an event woke us (a task became pending, or a stop)."""
