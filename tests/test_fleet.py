@@ -9,10 +9,16 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from pymongo import monitoring
+
+if TYPE_CHECKING:
+    from tensorhub import TensorHub
+    from tensorhub.runner.daemon import Runner
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,14 +163,18 @@ def test_runners_of_a_fleet_claim_their_own_shares_of_a_backlog_without_racing(s
 
 
 class Commands(monitoring.CommandListener):
+    """Commands by (name, collection), and each with the time it was sent."""
+
     def __init__(self) -> None:
         self.seen: Counter[tuple[str, str]] = Counter()
+        self.sent: list[tuple[float, str, str]] = []
         self.lock = threading.Lock()
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        collection = event.command.get(event.command_name)
+        collection = str(event.command.get(event.command_name))
         with self.lock:
-            self.seen[(event.command_name, str(collection))] += 1
+            self.seen[(event.command_name, collection)] += 1
+            self.sent.append((time.time(), event.command_name, collection))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -173,25 +183,35 @@ class Commands(monitoring.CommandListener):
         pass
 
 
+@contextmanager
+def runner_thread(hub: TensorHub, **config: Any) -> Iterator[Runner]:
+    """A runner daemon of ``hub`` running in a thread, stopped at once on leaving."""
+    from tensorhub.runner.daemon import Runner, RunnerConfig
+
+    runner = Runner(hub, RunnerConfig(**config))
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        yield runner
+    finally:
+        runner.stop(now=True)
+        thread.join(timeout=30)
+
+
 def test_an_idle_runner_reads_one_document_by_id_per_poll(server_uri):
     from tensorhub import TensorHub
-    from tensorhub.runner.daemon import Runner, RunnerConfig
 
     commands = Commands()
     hub = TensorHub(server_uri, project_name="test", event_listeners=[commands])
-    runner = Runner(hub, RunnerConfig(lease_seconds=30, poll_interval=0.25))
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    time.sleep(2.0)                     # settle: registration, the first look for work
-    with commands.lock:
-        commands.seen.clear()
-    time.sleep(3.0)                     # idle
-    with commands.lock:
-        idle = dict(commands.seen)
-    hub.create_task("wake", source="x = 1", saved_result_keys=["x"])
-    wait_until(lambda: hub.get_task(hub.find_tasks("wake")[0].id).status == "finished", 30, "the task to run")
-    runner.stop(now=True)
-    thread.join(timeout=30)
+    with runner_thread(hub, lease_seconds=30, poll_interval=0.25):
+        time.sleep(2.0)                     # settle: registration, the first look for work
+        with commands.lock:
+            commands.seen.clear()
+        time.sleep(3.0)                     # idle
+        with commands.lock:
+            idle = dict(commands.seen)
+        hub.create_task("wake", source="x = 1", saved_result_keys=["x"])
+        wait_until(lambda: hub.get_task(hub.find_tasks("wake")[0].id).status == "finished", 30, "the task to run")
     hub.close()
     signal_reads = idle.get(("find", "task_signals"), 0)
     assert 6 <= signal_reads <= 14                                  # ~ one per 0.25 s
@@ -199,40 +219,19 @@ def test_an_idle_runner_reads_one_document_by_id_per_poll(server_uri):
     assert ("find", "tasks") not in idle and ("aggregate", "tasks") not in idle   # no task queries idle
 
 
-class TimedCommands(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.sent: list[tuple[float, str, str]] = []
-        self.lock = threading.Lock()
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        with self.lock:
-            self.sent.append((time.time(), event.command_name, str(event.command.get(event.command_name))))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
 def test_an_idle_runner_sends_one_command_per_poll_interval_heartbeats_and_reaping_included(server_uri):
     """With a 3 s lease the registry heartbeat is due every second and the fleet's reaping turn
     comes as often: each takes the place of a poll, so that no slot of the clock (a poll interval)
     carries two commands, and N idle runners never send more than N per interval."""
     from tensorhub import TensorHub
-    from tensorhub.runner.daemon import Runner, RunnerConfig
 
-    commands = TimedCommands()
+    commands = Commands()
     hub = TensorHub(server_uri, project_name="test", event_listeners=[commands])
-    runner = Runner(hub, RunnerConfig(lease_seconds=3, poll_interval=0.25))
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    time.sleep(2.0)                     # settle: registration, the first look for work
-    begin = time.time()
-    time.sleep(4.0)
-    end = time.time()
-    runner.stop(now=True)
-    thread.join(timeout=30)
+    with runner_thread(hub, lease_seconds=3, poll_interval=0.25):
+        time.sleep(2.0)                     # settle: registration, the first look for work
+        begin = time.time()
+        time.sleep(4.0)
+        end = time.time()
     hub.close()
     with commands.lock:
         idle = [(t, name, coll) for t, name, coll in commands.sent if begin <= t < end and name != "endSessions"]
@@ -306,16 +305,6 @@ def test_after_a_task_an_idle_runner_polls_faster_for_a_while_then_slows_down(se
     FLEET_POLLS_PER_SECOND times a second while the queue is active, once per poll interval after."""
     from tensorhub import TensorHub
     from tensorhub.runner import daemon
-    from tensorhub.runner.daemon import Runner, RunnerConfig
-
-    commands = Commands()
-    hub = TensorHub(server_uri, project_name="test", event_listeners=[commands])
-    runner = Runner(hub, RunnerConfig(lease_seconds=8, poll_interval=1.0))
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    wait_until(lambda: hub.db["task_signals"].find_one({"fleet_size": 1}), 30, "the reaper to count the fleet")
-    hub.create_task("wake", source="x = 1", saved_result_keys=["x"])
-    wait_until(lambda: hub.task_counts("wake")["finished"] == 1, 30, "the task to run")
 
     def signal_reads(seconds: float) -> int:
         with commands.lock:
@@ -324,13 +313,18 @@ def test_after_a_task_an_idle_runner_polls_faster_for_a_while_then_slows_down(se
         with commands.lock:
             return commands.seen.get(("find", "task_signals"), 0)
 
+    commands = Commands()
+    hub = TensorHub(server_uri, project_name="test", event_listeners=[commands])
     try:
-        active = signal_reads(1.0)
-        runner._active_until = 0.0      # as if ACTIVE_SECONDS had passed
-        idle = signal_reads(2.0)
+        with runner_thread(hub, lease_seconds=8, poll_interval=1.0) as runner:
+            wait_until(lambda: hub.db["task_signals"].find_one({"fleet_size": 1}), 30,
+                       "the reaper to count the fleet")
+            hub.create_task("wake", source="x = 1", saved_result_keys=["x"])
+            wait_until(lambda: hub.task_counts("wake")["finished"] == 1, 30, "the task to run")
+            active = signal_reads(1.0)
+            runner._active_until = 0.0      # as if ACTIVE_SECONDS had passed
+            idle = signal_reads(2.0)
     finally:
-        runner.stop(now=True)
-        thread.join(timeout=30)
         hub.close()
     assert active >= daemon.FLEET_POLLS_PER_SECOND / 4      # tens per second (a loaded machine is slower)
     assert idle <= 3                                         # one per poll interval
@@ -341,7 +335,6 @@ def test_a_busy_runner_in_a_big_fleet_seldom_tries_the_reaping_turn(server_uri):
     N it tries with probability BUSY_REAP_TRIES / N per interval: a fleet of 100 busy runners sends
     a few tries per interval, not 100. Alone, it tries every interval (a quarter of its lease)."""
     from tensorhub import TensorHub
-    from tensorhub.runner.daemon import Runner, RunnerConfig
 
     def reap_tries_while_busy(fleet_size: int | None) -> int:
         commands = Commands()
@@ -349,22 +342,18 @@ def test_a_busy_runner_in_a_big_fleet_seldom_tries_the_reaping_turn(server_uri):
         if fleet_size:  # as a reaper would have noted it (the runner reads it in its polls)
             hub.queue.reap_turn(60, "another-runner")
             hub.queue.note_fleet_size(fleet_size)
-        runner = Runner(hub, RunnerConfig(lease_seconds=4, poll_interval=0.2))
-        thread = threading.Thread(target=runner.run, daemon=True)
-        thread.start()
         try:
-            time.sleep(1.0)     # idle polls: the fleet's size is read
-            task_id = hub.create_task("long", source="import time\ntime.sleep(8)")
-            wait_until(lambda: hub.get_task(task_id).status == "running", 30, "the task to start")
-            time.sleep(0.5)
-            with commands.lock:
-                commands.seen.clear()
-            time.sleep(5.0)     # busy: about four reaping intervals of 1 s (+ jitter)
-            with commands.lock:
-                return commands.seen.get(("update", "task_signals"), 0)
+            with runner_thread(hub, lease_seconds=4, poll_interval=0.2):
+                time.sleep(1.0)     # idle polls: the fleet's size is read
+                task_id = hub.create_task("long", source="import time\ntime.sleep(8)")
+                wait_until(lambda: hub.get_task(task_id).status == "running", 30, "the task to start")
+                time.sleep(0.5)
+                with commands.lock:
+                    commands.seen.clear()
+                time.sleep(5.0)     # busy: about four reaping intervals of 1 s (+ their spread)
+                with commands.lock:
+                    return commands.seen.get(("update", "task_signals"), 0)
         finally:
-            runner.stop(now=True)
-            thread.join(timeout=30)
             hub.close()
 
     assert reap_tries_while_busy(None) >= 2       # alone: a try every interval
@@ -395,7 +384,7 @@ def test_an_idle_runner_polls_once_in_each_second_of_the_clock_at_a_random_momen
     wakeup = Wakeup(lambda **_: None, max_interval=1.0)
     wakeup._event.wait = fake_wait  # type: ignore[method-assign]
     for _ in range(400):
-        wakeup.wait(False, None, jitter=True)
+        wakeup.wait(False, None, idle=True)
     seconds = [int(t) for t in polls]
     assert seconds == sorted(set(seconds)) and seconds[0] == 1_000_001   # never two in one second
     assert seconds[-1] - seconds[0] + 1 <= 400 * 1.03    # and one in nearly every second (a poll in
@@ -406,9 +395,9 @@ def test_an_idle_runner_polls_once_in_each_second_of_the_clock_at_a_random_momen
 
     polls.clear()
     found = clock[0]
-    wakeup.wait(True, None, jitter=True)     # after finding work: look again at once
+    wakeup.wait(True, None, idle=True)     # after finding work: look again at once
     back = int(clock[0] // 0.2)
-    wakeup.wait(False, 0.2, jitter=True)     # idle again, at an active fleet's pace: one per 0.2 s,
-    wakeup.wait(False, 0.2, jitter=True)     # from the next slot
+    wakeup.wait(False, 0.2, idle=True)     # idle again, at an active fleet's pace: one per 0.2 s,
+    wakeup.wait(False, 0.2, idle=True)     # from the next slot
     assert polls[0] - found == pytest.approx(MIN_INTERVAL)
     assert [int(t // 0.2) for t in polls[1:]] == [back + 1, back + 2]

@@ -173,7 +173,7 @@ class Runner:
                     self._supervise_offline(delay)
                     continue
                 busy = any(slot.process for slot in self.slots)
-                self._wakeup.wait(claimed, SUPERVISE_SLICE if busy else self._active_poll(), jitter=not busy)
+                self._wakeup.wait(claimed, SUPERVISE_SLICE if busy else self._active_poll(), idle=not busy)
         finally:
             self._hand_back_all()
             self._wakeup.stop()
@@ -471,26 +471,22 @@ class Runner:
         the running tasks, the fleet's count, its note), so that it still sends one command per
         slot; a busy or active one takes it at once."""
         now = time.monotonic()
-        idle = now >= self._active_until and not any(slot.process for slot in self.slots)
-        if self._reap_steps and not idle:
-            while self._reap_steps:
-                self._reap_steps.pop(0)()
-        if now < self._next_reap or self._reap_steps:
-            return
-        interval = max(1.0, self.config.lease_seconds / 4)
-        self._next_reap = now + interval * random.uniform(1.0, 1.5)
-        due, self._reap_due = self._reap_due, None
-        if due is False:
-            return
-        if due is None and random.random() * max(self._fleet_size or 1, self._fleet_counted) > BUSY_REAP_TRIES:
-            return
-        self._reap_steps = [lambda: self._try_reaping(interval)]
-        if not idle:
-            while self._reap_steps:
+        if not self._reap_steps and now >= self._next_reap:
+            self._next_reap = now + self._reap_interval * random.uniform(1.0, 1.5)
+            due, self._reap_due = self._reap_due, None
+            fleet = max(self._fleet_size or 1, self._fleet_counted)
+            if due or (due is None and random.random() * fleet <= BUSY_REAP_TRIES):
+                self._reap_steps = [self._try_reaping]
+        if now < self._active_until or any(slot.process for slot in self.slots):
+            while self._reap_steps:  # not idle: no slots to keep to
                 self._reap_steps.pop(0)()
 
-    def _try_reaping(self, interval: float) -> None:
-        if self.queue.reap_turn(interval, self.identity["id"]):
+    @property
+    def _reap_interval(self) -> float:
+        return max(1.0, self.config.lease_seconds / 4)
+
+    def _try_reaping(self) -> None:
+        if self.queue.reap_turn(self._reap_interval, self.identity["id"]):
             self._reap_steps += [self._reap, self._count_fleet, self._note_fleet]
 
     def _reap(self) -> None:

@@ -44,10 +44,10 @@ class Wakeup:
     def wake(self) -> None:
         self._event.set()
 
-    def wait(self, found_work: bool, cap: float | None = None, jitter: bool = False) -> None:
+    def wait(self, found_work: bool, cap: float | None = None, idle: bool = False) -> None:
         """Sleep until woken, or for the poll interval (MIN_INTERVAL after finding work).
 
-        ``jitter`` (an idle runner): the clock is cut into slots of one period (whole seconds, by
+        ``idle`` (a runner with a free slot): the clock is cut into slots of one period (whole seconds, by
         default), and the runner polls once in each slot, at a moment drawn anew for each. So an
         idle runner sends one command per second of the clock (the daemon gives a slot to its
         registry heartbeat or a reaping step instead, never both), and a fleet's polls are spread
@@ -58,7 +58,7 @@ class Wakeup:
         interval = MIN_INTERVAL if found_work else (
             max(self._max, STREAMING_INTERVAL) if self.streaming else self._max)
         timeout = interval if cap is None else min(interval, cap)
-        if jitter and not found_work:
+        if idle and not found_work:
             timeout = self._until_next_poll(timeout)
         if self._event.wait(timeout):
             self._event.clear()

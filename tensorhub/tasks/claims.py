@@ -36,7 +36,7 @@ from tensorhub.project import PROJECT_FIELD, Project
 from tensorhub.tasks import states
 from tensorhub.tasks.attempt_runs import AttemptRuns
 from tensorhub.tasks.model import Task
-from tensorhub.tasks.shares import deal, share_of
+from tensorhub.tasks.shares import deal, in_share
 from tensorhub.tasks.states import FAILED, PENDING, RUNNING
 
 CLAIM_ORDER = [(f"{HUB}.priority", DESCENDING), ("_id", ASCENDING)]  # higher priority, then oldest
@@ -263,7 +263,7 @@ class ClaimBook:
         as each winner looks for more as soon as its task ends."""
         if self.rank is None or self.fleet < 2:
             return bool(untried)
-        return any(share_of(c["_id"], self.fleet) == self.rank % self.fleet for c in untried)
+        return any(in_share(c["_id"], self.rank, self.fleet) for c in untried)
 
     def _candidates(self, query: dict[str, Any], sort: list[tuple[str, int]] | None,
                     spread: bool) -> tuple[list[dict[str, Any]], bool]:

@@ -38,6 +38,11 @@ def share_of(task_id: Any, fleet: int) -> int:
     return zlib.crc32(repr(task_id).encode()) % fleet
 
 
+def in_share(task_id: Any, rank: int, fleet: int) -> bool:
+    """Whether the task belongs to the share of the runner of rank ``rank``."""
+    return share_of(task_id, fleet) == rank % max(fleet, 1)
+
+
 def deal(candidates: list[dict[str, Any]], rank: int | None, fleet: int) -> tuple[list[dict[str, Any]], int]:
     """The order in which a runner of rank ``rank`` tries ``candidates`` (read best first), and
     how many at the front are its own share.
@@ -53,9 +58,8 @@ def deal(candidates: list[dict[str, Any]], rank: int | None, fleet: int) -> tupl
     if rank is None or fleet < 2:
         random.shuffle(top)
         return top + lower, 0
-    mine = rank % fleet
-    own = [c for c in top if share_of(c["_id"], fleet) == mine]
-    others = [c for c in top if share_of(c["_id"], fleet) != mine]
+    own = [c for c in top if in_share(c["_id"], rank, fleet)]
+    others = [c for c in top if not in_share(c["_id"], rank, fleet)]
     heads: set[int] = set()  # each other share's best task: its owner takes it next
     seen: set[int] = set()
     for c in others:
